@@ -1,0 +1,187 @@
+"""The one owner of lifecycle: start in dependency order, stop in reverse, drain to a deadline.
+
+Order: database -> recovery of interrupted work -> inference -> workers ->
+scheduler -> listeners (last, so nothing is accepted before it can be stored).
+The shutdown trigger is an asyncio.Event the caller owns, so tests stop the
+daemon without signals; `run_until_signalled` binds it to SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from prometheus_client import CollectorRegistry
+
+from daemon.config import Config
+from daemon.store.database import Database, open_database
+from daemon.store.migrate import upgrade_to_head
+from daemon.store.queue import recover_interrupted
+from daemon.work.wakeup import WorkSignal
+
+log = logging.getLogger("neurolabel.app")
+
+
+@dataclass(frozen=True)
+class Health:
+    up: bool
+    detail: str = ""
+
+
+class Component(Protocol):
+    """A part of the daemon with a lifecycle. `stop` must return by `deadline` (time.monotonic())."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self, deadline: float) -> None: ...
+
+    def health(self) -> Health: ...
+
+
+@dataclass(frozen=True)
+class Services:
+    """What components share; passed explicitly to each component's factory."""
+
+    config: Config
+    database: Database
+    work_signal: WorkSignal
+    instance_name: str
+    registry: CollectorRegistry
+
+
+ComponentFactory = Callable[[Services], Component | None]
+
+
+@runtime_checkable
+class NeedsDaemon(Protocol):
+    """A component that reports on the others (the health endpoint) gets the daemon before it starts."""
+
+    def attach(self, daemon: "Daemon") -> None: ...
+
+
+@dataclass
+class Daemon:
+    """A running daemon: its services and its started components, in start order."""
+
+    services: Services
+    components: list[Component] = field(default_factory=list)
+
+    def health(self) -> dict[str, Health]:
+        return {component.name: component.health() for component in self.components}
+
+    def component(self, name: str) -> Component:
+        for component in self.components:
+            if component.name == name:
+                return component
+        raise KeyError(name)
+
+
+def default_instance_name(config: Config) -> str:
+    return config.daemon.instance_name or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def component_factories() -> Sequence[ComponentFactory]:
+    """Every component, in start order. Each factory returns None when its part is disabled."""
+    from daemon.ops.http import build_http_endpoint
+
+    factories: list[ComponentFactory] = []
+    factories.append(build_http_endpoint)
+    return factories
+
+
+async def start_daemon(config: Config, factories: Sequence[ComponentFactory] | None = None) -> Daemon:
+    """Open the database, recover interrupted work, then start components in order."""
+    loop = asyncio.get_running_loop()
+    config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+    database = open_database(config.database.url)
+    if config.database.auto_migrate:
+        await asyncio.to_thread(upgrade_to_head, database)
+    recovered = await asyncio.to_thread(recover_interrupted, database)
+    if recovered:
+        log.info("recovered %d interrupted jobs", recovered)
+    services = Services(
+        config=config,
+        database=database,
+        work_signal=WorkSignal(loop),
+        instance_name=default_instance_name(config),
+        registry=CollectorRegistry(),
+    )
+    daemon = Daemon(services=services)
+    try:
+        for factory in factories if factories is not None else component_factories():
+            component = factory(services)
+            if component is None:
+                continue
+            started = time.monotonic()
+            if isinstance(component, NeedsDaemon):
+                component.attach(daemon)
+            await component.start()
+            daemon.components.append(component)
+            log.info("started %s in %.0f ms", component.name, (time.monotonic() - started) * 1000)
+    except BaseException:
+        await stop_daemon(daemon, drain_seconds=config.daemon.drain_seconds)
+        raise
+    return daemon
+
+
+async def stop_daemon(daemon: Daemon, drain_seconds: float) -> None:
+    """Stop components in reverse order; each gets what is left of the drain deadline."""
+    deadline = time.monotonic() + drain_seconds
+    while daemon.components:
+        component = daemon.components.pop()
+        try:
+            remaining = max(0.0, deadline - time.monotonic())
+            await asyncio.wait_for(component.stop(deadline), timeout=remaining + 5.0)
+            log.info("stopped %s", component.name)
+        except Exception:
+            log.exception("error while stopping %s", component.name)
+    daemon.services.database.dispose()
+
+
+async def serve(config: Config, shutdown: asyncio.Event, factories: Sequence[ComponentFactory] | None = None) -> None:
+    """Start, wait for `shutdown`, stop. The whole life of a daemon."""
+    daemon = await start_daemon(config, factories)
+    log.info("neurolabel ready (instance %s)", daemon.services.instance_name)
+    try:
+        await shutdown.wait()
+        log.info("stopping: draining for up to %.0f s", config.daemon.drain_seconds)
+    finally:
+        await stop_daemon(daemon, config.daemon.drain_seconds)
+
+
+def run_until_signalled(config: Config, factories: Sequence[ComponentFactory] | None = None) -> None:
+    """`neurolabel run`: first SIGTERM/SIGINT drains, a second SIGINT forces an immediate stop."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        shutdown = asyncio.Event()
+        serving = asyncio.current_task()
+        signals_seen = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            if signals_seen == 1:
+                log.info("received %s", signal.Signals(signum).name)
+                shutdown.set()
+            elif signum == signal.SIGINT and serving is not None:
+                log.warning("second SIGINT: stopping now")
+                serving.cancel()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        await serve(config, shutdown, factories)
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        pass

@@ -1,0 +1,148 @@
+"""The `neurolabel` command: parses arguments and calls the module that does the work.
+
+Exit codes: 0 success, 1 the work failed, 2 bad usage or bad configuration.
+Each handler imports its module lazily, so `neurolabel --help` stays fast and
+the daemon never imports training code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from daemon.config import Config, ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A user's mistake (bad argument, unreadable input file); printed without a traceback, exit code 2."""
+
+
+class CommandFailed(Exception):
+    """The work could not be done (e.g. Triton unreachable); printed without a traceback, exit code 1."""
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+# --- handlers -------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    from daemon.app import run_until_signalled
+    from daemon.ops.logs import configure_logging
+
+    config = _config(args)
+    configure_logging(config.daemon.log_level, config.daemon.log_format)
+    run_until_signalled(config)
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from daemon.ops.status import fetch_status, render_status
+
+    config = _config(args)
+    status = fetch_status(config)
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        render_status(status)
+    return EXIT_OK if status.get("ready") else EXIT_FAILURE
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from daemon.store.database import open_database
+    from daemon.store.migrate import current_revision, upgrade_to_head
+
+    config = _config(args)
+    database = open_database(config.database.url)
+    upgrade_to_head(database)
+    print(f"database at revision {current_revision(database)}")
+    return EXIT_OK
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from daemon.store.database import open_database
+    from daemon.store.queue import depths, retry_failed
+
+    config = _config(args)
+    database = open_database(config.database.url)
+    if args.jobs_command == "retry":
+        count = retry_failed(database, args.ids or None)
+        print(f"{count} failed job(s) made pending again")
+    else:
+        print(json.dumps(depths(database), indent=2))
+    return EXIT_OK
+
+
+# --- parser ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="configuration file (default: $NEUROLABEL_CONFIG, else ./config.toml)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="neurolabel",
+        description="Labels head MRI studies from their radiology reports (HL7 + DICOM + Triton).",
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("run", _run, "run the daemon with everything the configuration enables")
+
+    status = command("status", _status, "show which components of the running daemon are up")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    db = command("db", _db_upgrade, "database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("upgrade", help="apply database migrations", parents=[common])
+
+    jobs = command("jobs", _jobs, "inspect the work queue or re-run failed jobs")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    jobs_commands.add_parser("list", help="job counts per kind and state", parents=[common])
+    retry = jobs_commands.add_parser("retry", help="make failed jobs pending again", parents=[common])
+    retry.add_argument("ids", nargs="*", type=int, help="job ids (default: every failed job)")
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "config"):
+        args.config = None
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"neurolabel: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"neurolabel: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CommandFailed as exc:
+        print(f"neurolabel: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

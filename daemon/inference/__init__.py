@@ -1,0 +1,1 @@
+"""Report classification at runtime: windows, ONNX Runtime, Triton client (no torch)."""

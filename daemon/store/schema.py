@@ -1,0 +1,241 @@
+"""All tables, in SQLAlchemy Core. Migrations under daemon/store/migrations follow this file."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+UID = String(64)
+
+# --- HL7 intake -------------------------------------------------------------
+
+hl7_messages = Table(
+    "hl7_messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("peer", String(128), nullable=False),
+    Column("sending_application", String(227), nullable=False, default=""),
+    Column("sending_facility", String(227), nullable=False, default=""),
+    Column("control_id", String(199), nullable=False, default=""),
+    Column("message_type", String(32), nullable=False, default=""),
+    Column("raw", LargeBinary, nullable=False),
+    # accepted | rejected | duplicate
+    Column("status", String(16), nullable=False),
+    Column("ack_code", String(2), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("reprocessed_at", DateTime(timezone=True), nullable=True),
+    # A control id is accepted once per sender; rejected copies may repeat.
+    Index(
+        "uq_hl7_messages_accepted_control_id",
+        "sending_application",
+        "sending_facility",
+        "control_id",
+        unique=True,
+        sqlite_where=text("status = 'accepted'"),
+        postgresql_where=text("status = 'accepted'"),
+    ),
+    Index("ix_hl7_messages_status", "status"),
+)
+
+reports = Table(
+    "reports",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", Integer, ForeignKey("hl7_messages.id"), nullable=True),
+    # Where the report came from: "hl7", "backfill", ...
+    Column("source", String(16), nullable=False, default="hl7"),
+    Column("external_id", String(199), nullable=True),
+    Column("accession_number", String(64), nullable=True),
+    Column("study_instance_uid", UID, nullable=True),
+    Column("patient_id", String(64), nullable=True),
+    Column("issuer_of_patient_id", String(64), nullable=True),
+    Column("patient_name", String(320), nullable=True),
+    Column("modality", String(16), nullable=True),
+    Column("result_status", String(1), nullable=False, default="F"),
+    Column("observation_time", DateTime(timezone=True), nullable=True),
+    Column("text", Text, nullable=False),
+    # active | superseded | withdrawn
+    Column("state", String(16), nullable=False, default="active"),
+    Column("supersedes_id", Integer, ForeignKey("reports.id"), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_reports_accession_number", "accession_number"),
+    Index("ix_reports_study_instance_uid", "study_instance_uid"),
+    Index("ix_reports_patient_id", "patient_id"),
+    Index("ix_reports_state", "state"),
+)
+
+# --- DICOM intake -----------------------------------------------------------
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("patient_id", String(64), nullable=False, default=""),
+    Column("issuer_of_patient_id", String(64), nullable=False, default=""),
+    Column("patient_name", String(320), nullable=True),
+    Column("birth_date", String(8), nullable=True),
+    Column("sex", String(16), nullable=True),
+    UniqueConstraint("patient_id", "issuer_of_patient_id", name="uq_patients_identity"),
+)
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("study_instance_uid", UID, nullable=False, unique=True),
+    Column("patient_ref", Integer, ForeignKey("patients.id"), nullable=True),
+    Column("accession_number", String(64), nullable=True),
+    Column("patient_id", String(64), nullable=True),
+    Column("study_date", String(8), nullable=True),
+    Column("study_time", String(16), nullable=True),
+    Column("study_description", String(64), nullable=True),
+    Column("modalities", String(64), nullable=True),
+    Column("referring_physician", String(320), nullable=True),
+    Column("instance_count", Integer, nullable=False, default=0),
+    Column("total_bytes", BigInteger, nullable=False, default=0),
+    Column("first_received_at", DateTime(timezone=True), nullable=False),
+    Column("last_received_at", DateTime(timezone=True), nullable=False),
+    Column("calling_ae_title", String(16), nullable=True),
+    # receiving | stable
+    Column("state", String(16), nullable=False, default="receiving"),
+    Column("stable_at", DateTime(timezone=True), nullable=True),
+    Index("ix_studies_accession_number", "accession_number"),
+    Index("ix_studies_patient_id", "patient_id"),
+    Index("ix_studies_state", "state"),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("series_instance_uid", UID, nullable=False, unique=True),
+    Column("study_ref", Integer, ForeignKey("studies.id"), nullable=False),
+    Column("modality", String(16), nullable=True),
+    Column("series_number", Integer, nullable=True),
+    Column("series_description", String(64), nullable=True),
+    Column("body_part_examined", String(16), nullable=True),
+    Column("instance_count", Integer, nullable=False, default=0),
+    Index("ix_series_study_ref", "study_ref"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sop_instance_uid", UID, nullable=False, unique=True),
+    Column("sop_class_uid", UID, nullable=False),
+    Column("series_ref", Integer, ForeignKey("series.id"), nullable=False),
+    Column("study_instance_uid", UID, nullable=False),
+    Column("instance_number", Integer, nullable=True),
+    Column("transfer_syntax_uid", UID, nullable=False),
+    # Relative to [storage] path.
+    Column("path", String(400), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("calling_ae_title", String(16), nullable=True),
+    Column("peer", String(128), nullable=True),
+    # True for objects neurolabel created itself (its SR).
+    Column("generated", Boolean, nullable=False, default=False),
+    Index("ix_instances_study_instance_uid", "study_instance_uid"),
+)
+
+# --- Work queue ---------------------------------------------------------------
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # classify | link | writeback | forward | ...
+    Column("kind", String(32), nullable=False),
+    # Deterministic key; a second enqueue of the same (kind, key) while one is
+    # not finished is a no-op.
+    Column("key", String(255), nullable=False),
+    Column("payload", JSON, nullable=False, default=dict),
+    # pending | running | done | failed
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("not_before", DateTime(timezone=True), nullable=False),
+    Column("claimed_by", String(128), nullable=True),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("ix_jobs_claim", "state", "kind", "not_before"),
+    Index("ix_jobs_kind_key", "kind", "key"),
+)
+
+# --- Labels -----------------------------------------------------------------
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("report_id", Integer, ForeignKey("reports.id"), nullable=False),
+    Column("probabilities", JSON, nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("thresholds", JSON, nullable=True),
+    Column("model", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_predictions_report_id", "report_id"),
+)
+
+study_labels = Table(
+    "study_labels",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("study_instance_uid", UID, nullable=False),
+    Column("accession_number", String(64), nullable=True),
+    Column("report_id", Integer, ForeignKey("reports.id"), nullable=False),
+    Column("prediction_id", Integer, ForeignKey("predictions.id"), nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("probabilities", JSON, nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("labelled_at", DateTime(timezone=True), nullable=False),
+    Column("current", Boolean, nullable=False, default=True),
+    Column("superseded_at", DateTime(timezone=True), nullable=True),
+    # Why it stopped being current: "superseded", "withdrawn", "relabelled".
+    Column("superseded_reason", String(32), nullable=True),
+    Index("ix_study_labels_study_current", "study_instance_uid", "current"),
+)
+
+# --- Audit --------------------------------------------------------------------
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(48), nullable=False),
+    Column("actor", String(128), nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("identifiers", JSON, nullable=False, default=dict),
+    Column("duration_ms", Float, nullable=True),
+    Column("detail", Text, nullable=True),
+    Index("ix_audit_events_at", "at"),
+    Index("ix_audit_events_kind", "kind"),
+)

@@ -1,0 +1,1 @@
+"""Training and export of the report classifier (extras `train`: torch, transformers, onnx)."""

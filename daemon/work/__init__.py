@@ -1,0 +1,1 @@
+"""Workers, linking and write-back."""

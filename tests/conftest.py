@@ -1,0 +1,74 @@
+"""Shared fixtures: a config rooted in a temporary folder with every port 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.config import Config, parse_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_test_config(tmp_path: Path, extra_toml: str = "") -> Config:
+    """The default config, with state under tmp_path, every listener on port 0 and nothing optional enabled."""
+    text = f"""
+[daemon]
+state_dir = "{tmp_path / 'var'}"
+drain_seconds = 5.0
+[hl7]
+enabled = false
+port = 0
+[dicom]
+enabled = false
+port = 0
+stable_after_seconds = 0.5
+[storage]
+path = "{tmp_path / 'var' / 'dicom'}"
+min_free_bytes = 0
+[database]
+url = "sqlite:///{tmp_path / 'var' / 'neurolabel.db'}"
+[triton]
+model_repository = "{REPO_ROOT / 'triton_models'}"
+[metrics]
+port = 0
+[audit]
+report_dir = "{tmp_path / 'var' / 'audit-reports'}"
+log_file = "{tmp_path / 'var' / 'audit' / 'audit.jsonl'}"
+"""
+    return _merge(text, extra_toml)
+
+
+def _merge(base: str, extra: str) -> Config:
+    """Overlay `extra` TOML sections onto `base` (extra's keys win)."""
+    import tomllib
+
+    merged = tomllib.loads(base)
+    for section, values in tomllib.loads(extra).items():
+        if isinstance(values, dict):
+            merged.setdefault(section, {}).update(values)
+        else:
+            merged[section] = values
+    return parse_config(_dump(merged))
+
+
+def _dump(data: dict, prefix: str = "") -> str:
+    import json
+
+    lines: list[str] = []
+    tables: list[tuple[str, dict]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((f"{prefix}{key}", value))
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    text = "\n".join(lines) + "\n"
+    for name, table in tables:
+        text += f"[{name}]\n" + _dump(table, prefix=f"{name}.")
+    return text
+
+
+@pytest.fixture
+def test_config(tmp_path: Path) -> Config:
+    return make_test_config(tmp_path)
