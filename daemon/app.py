@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 from prometheus_client import CollectorRegistry
 
 from daemon.config import Config
+from daemon.inference.triton_server import with_concrete_ports
 from daemon.store.database import Database, open_database
 from daemon.store.migrate import upgrade_to_head
 from daemon.store.queue import recover_interrupted
@@ -91,16 +92,21 @@ def default_instance_name(config: Config) -> str:
 
 def component_factories() -> Sequence[ComponentFactory]:
     """Every component, in start order. Each factory returns None when its part is disabled."""
+    from daemon.inference.component import build_triton_component
     from daemon.ops.http import build_http_endpoint
 
-    factories: list[ComponentFactory] = []
-    factories.append(build_http_endpoint)
+    factories: list[ComponentFactory] = [
+        build_triton_component,
+        # workers, then the scheduler, then the listeners (last: nothing is accepted before it can be stored)
+        build_http_endpoint,
+    ]
     return factories
 
 
 async def start_daemon(config: Config, factories: Sequence[ComponentFactory] | None = None) -> Daemon:
     """Open the database, recover interrupted work, then start components in order."""
     loop = asyncio.get_running_loop()
+    config = with_concrete_ports(config)
     config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
     database = open_database(config.database.url)
     if config.database.auto_migrate:

@@ -59,6 +59,21 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK if status.get("ready") else EXIT_FAILURE
 
 
+def _triton(args: argparse.Namespace) -> int:
+    from daemon.inference.triton_server import TritonNotInstalled, TritonStartFailed, run_bundled_server
+    from daemon.ops.logs import configure_logging
+
+    config = _config(args)
+    configure_logging(config.daemon.log_level, config.daemon.log_format)
+    try:
+        run_bundled_server(config)
+    except TritonNotInstalled as exc:
+        raise UsageError(str(exc)) from None
+    except TritonStartFailed as exc:
+        raise CommandFailed(str(exc)) from None
+    return EXIT_OK
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     from daemon.store.database import open_database
     from daemon.store.migrate import current_revision, upgrade_to_head
@@ -110,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = command("status", _status, "show which components of the running daemon are up")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    command("triton", _triton, "run the bundled Triton server alone (for a dedicated inference host)")
 
     db = command("db", _db_upgrade, "database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")

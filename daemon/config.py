@@ -130,6 +130,7 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class TritonConfig:
+    enabled: bool = True
     url: str = ""
     model: str = "neurolabel_report"
     http_port: int = 8000

@@ -30,6 +30,7 @@ min_free_bytes = 0
 [database]
 url = "sqlite:///{tmp_path / 'var' / 'neurolabel.db'}"
 [triton]
+enabled = false
 model_repository = "{REPO_ROOT / 'triton_models'}"
 [metrics]
 port = 0
