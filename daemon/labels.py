@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 
 LABEL_KEYS: tuple[str, ...] = (
     "abnormal",
@@ -43,3 +45,25 @@ def validate_label_mapping(labels: Mapping[str, object], *, partial: bool = Fals
             raise ValueError(f"label {key!r} must be 0 or 1, got {value!r}")
         result[key] = int(value)  # type: ignore[arg-type]
     return result
+
+
+@dataclass(frozen=True)
+class LabelRecord:
+    """The labels of one study, as written back to DICOM and the sidecar index."""
+
+    study_instance_uid: str
+    accession_number: str | None
+    labels: Mapping[str, int]
+    probabilities: Mapping[str, float]
+    model: str  # "name:version"
+    labelled_at: datetime
+    report_id: int | None = None
+
+    def as_output(self, record_id: str | None = None) -> dict[str, object]:
+        """The classify-output shape of ARCHITECTURE.md (used by `neurolabel inspect`)."""
+        return {
+            "id": record_id if record_id is not None else self.study_instance_uid,
+            "probabilities": {key: float(self.probabilities[key]) for key in LABEL_KEYS},
+            "labels": {key: int(self.labels[key]) for key in LABEL_KEYS},
+            "model": self.model,
+        }
