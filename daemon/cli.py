@@ -99,6 +99,23 @@ def _jobs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _corpus(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daemon.training.generator import DEFAULT_CORPUS_SIZE, DEFAULT_SEED, write_corpus
+
+    n = DEFAULT_CORPUS_SIZE if args.n is None else args.n
+    seed = DEFAULT_SEED if args.seed is None else args.seed
+    if n < 1:
+        raise UsageError("-n must be at least 1")
+    try:
+        count = write_corpus(Path(args.output), n, seed)
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+    print(f"{count} synthetic reports (seed {seed}) written to {args.output}")
+    return EXIT_OK
+
+
 # --- parser ---------------------------------------------------------------------
 
 
@@ -137,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_commands.add_parser("list", help="job counts per kind and state", parents=[common])
     retry = jobs_commands.add_parser("retry", help="make failed jobs pending again", parents=[common])
     retry.add_argument("ids", nargs="*", type=int, help="job ids (default: every failed job)")
+
+    corpus = command("corpus", _corpus, "write a synthetic, labelled training corpus of head MRI reports (JSONL)")
+    corpus.add_argument("-n", type=int, help="number of reports (default: the generator's, as in data/corpus/)")
+    corpus.add_argument("--seed", type=int, help="random seed (default: the generator's, as in data/corpus/)")
+    corpus.add_argument("-o", "--output", required=True, metavar="FILE.jsonl", help="output file")
 
     return parser
 
