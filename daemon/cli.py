@@ -11,8 +11,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from daemon.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from daemon.store.database import Database
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -32,6 +37,17 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
+
+
+def _database(config: Config) -> Database:
+    """The configured database, migrated to the current schema when [database] auto_migrate is on."""
+    from daemon.store.database import open_database
+    from daemon.store.migrate import upgrade_to_head
+
+    database = open_database(config.database.url)
+    if config.database.auto_migrate:
+        upgrade_to_head(database)
+    return database
 
 
 # --- handlers -------------------------------------------------------------------
@@ -74,6 +90,30 @@ def _triton(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from daemon.audit.scheduled import write_audit_report
+
+    config = _config(args)
+    since, until = _parse_time(args.since, "--since"), _parse_time(args.until, "--until")
+    if since and until and until <= since:
+        raise UsageError("--until must be after --since")
+    written = write_audit_report(config, _database(config), since, until)
+    print(written[0])
+    return EXIT_OK
+
+
+def _parse_time(text: str | None, option: str) -> datetime | None:
+    from datetime import timezone
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{option}: {text!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     from daemon.store.database import open_database
     from daemon.store.migrate import current_revision, upgrade_to_head
@@ -86,11 +126,10 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    from daemon.store.database import open_database
     from daemon.store.queue import depths, retry_failed
 
     config = _config(args)
-    database = open_database(config.database.url)
+    database = _database(config)
     if args.jobs_command == "retry":
         count = retry_failed(database, args.ids or None)
         print(f"{count} failed job(s) made pending again")
@@ -142,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = command("status", _status, "show which components of the running daemon are up")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    report = command("report", _report, "write the audit report (HTML with charts, and CSV) now")
+    report.add_argument("--since", help="start of the period, UTC (default: 24 hours before --until)")
+    report.add_argument("--until", help="end of the period, UTC (default: now)")
 
     command("triton", _triton, "run the bundled Triton server alone (for a dedicated inference host)")
 
