@@ -22,6 +22,7 @@ async def test_daemon_starts_serves_status_and_stops(test_config: Config) -> Non
         assert (await asyncio.to_thread(_get_json, f"http://127.0.0.1:{http.port}/healthz")) == {"alive": True}
         metrics = await asyncio.to_thread(_get_text, f"http://127.0.0.1:{http.port}/metrics")
         assert 'neurolabel_build_info{version="' in metrics
+        assert 'neurolabel_component_up{component="http"} 1.0' in metrics
     finally:
         await stop_daemon(daemon, drain_seconds=5)
     assert daemon.components == []

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import Info, make_wsgi_app
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from daemon import __version__
 from daemon.store.queue import depths
@@ -45,6 +47,7 @@ class HttpEndpoint:
         self._thread: threading.Thread | None = None
         self._metrics_app = make_wsgi_app(services.registry)
         Info("neurolabel_build", "neurolabel version", registry=services.registry).info({"version": __version__})
+        services.registry.register(_StateCollector(self))
 
     @property
     def port(self) -> int:
@@ -101,6 +104,25 @@ class HttpEndpoint:
             code = "200 OK" if status["ready"] else "503 Service Unavailable"
             return _json(start_response, code, status if path == "/status" else {"ready": status["ready"]})
         return _json(start_response, "404 Not Found", {"error": "not found"})
+
+
+class _StateCollector(Collector):
+    """Queue depths and component states, read at scrape time."""
+
+    def __init__(self, endpoint: HttpEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def collect(self) -> Iterable[Metric]:
+        status = self._endpoint.status()
+        up = GaugeMetricFamily("neurolabel_component_up", "1 when the component is up", labels=["component"])
+        for name, item in status["components"].items():
+            up.add_metric([name], 1.0 if item["up"] else 0.0)
+        yield up
+        queue = GaugeMetricFamily("neurolabel_jobs", "jobs in the work queue", labels=["kind", "state"])
+        for kind, states in status["queue"].items():
+            for state, count in states.items():
+                queue.add_metric([kind, state], float(count))
+        yield queue
 
 
 def _json(start_response: StartResponse, code: str, body: dict[str, Any]) -> list[bytes]:
