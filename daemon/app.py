@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry
 from daemon.config import Config
 from daemon.inference.triton_server import with_concrete_ports
 from daemon.store.database import Database, open_database
-from daemon.store.migrate import upgrade_to_head
-from daemon.store.queue import recover_interrupted
+from daemon.store.migrate import ensure_at_head, upgrade_to_head
+from daemon.store.queue import recover_at_start
 from daemon.work.wakeup import WorkSignal
 
 log = logging.getLogger("neurolabel.app")
@@ -94,8 +94,11 @@ def component_factories() -> Sequence[ComponentFactory]:
     """Every component, in start order. Each factory returns None when its part is disabled."""
     from daemon.inference.component import build_triton_component
     from daemon.ops.http import build_http_endpoint
+    from daemon.store.leases import build_lease_keeper
 
     factories: list[ComponentFactory] = [
+        # before the workers and stopped after them: their job leases stay fresh while they drain
+        build_lease_keeper,
         build_triton_component,
         # workers, then the scheduler, then the listeners (last: nothing is accepted before it can be stored)
         build_http_endpoint,
@@ -111,14 +114,17 @@ async def start_daemon(config: Config, factories: Sequence[ComponentFactory] | N
     database = open_database(config.database.url)
     if config.database.auto_migrate:
         await asyncio.to_thread(upgrade_to_head, database)
-    recovered = await asyncio.to_thread(recover_interrupted, database)
+    else:
+        await asyncio.to_thread(ensure_at_head, database)
+    instance_name = default_instance_name(config)
+    recovered = await asyncio.to_thread(recover_at_start, database, instance_name)
     if recovered:
         log.info("recovered %d interrupted jobs", recovered)
     services = Services(
         config=config,
         database=database,
         work_signal=WorkSignal(loop),
-        instance_name=default_instance_name(config),
+        instance_name=instance_name,
         registry=CollectorRegistry(),
     )
     daemon = Daemon(services=services)

@@ -156,12 +156,14 @@ class WorkersConfig:
     max_attempts: int = 8
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 600.0
+    lease_seconds: float = 60.0
 
     def validate(self) -> None:
         for key in ("classify_batch_size", "concurrency", "max_attempts"):
             _positive(f"workers.{key}", getattr(self, key))
         _positive("workers.retry_base_seconds", self.retry_base_seconds)
         _positive("workers.retry_max_seconds", self.retry_max_seconds)
+        _positive("workers.lease_seconds", self.lease_seconds)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from daemon.config import Config, parse_config
+from daemon.store.database import Database, open_database
+from tests.peers.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,3 +76,22 @@ def _dump(data: dict, prefix: str = "") -> str:
 @pytest.fixture
 def test_config(tmp_path: Path) -> Config:
     return make_test_config(tmp_path)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each backend: SQLite in tmp_path, and a fresh database on a throwaway PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'var' / 'neurolabel.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """A migrated database on each backend (the test runs once per backend)."""
+    from daemon.store.migrate import upgrade_to_head
+
+    opened = open_database(database_url)
+    upgrade_to_head(opened)
+    yield opened
+    opened.dispose()

@@ -58,6 +58,9 @@ def open_database(url: str, *, echo: bool = False) -> Database:
         event.listen(engine, "begin", _sqlite_begin_immediate)
     else:
         options.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
+            # Server-side timestamps and casts in UTC, whatever the server's own zone.
+            options["connect_args"] = {"options": "-c timezone=UTC"}
         engine = create_engine(url, **options)
     return Database(engine=engine)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -9,6 +10,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from daemon.config import ConfigError
 from daemon.store.database import Database
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -21,8 +23,14 @@ def _alembic_config(database: Database) -> AlembicConfig:
     return config
 
 
+# Alembic runs env.py through a module-global context, so two upgrades in one process (daemons started
+# side by side in a test) must take turns; across processes env.py's advisory lock serialises them.
+_ALEMBIC_IN_PROCESS = threading.Lock()
+
+
 def upgrade_to_head(database: Database) -> None:
-    command.upgrade(_alembic_config(database), "head")
+    with _ALEMBIC_IN_PROCESS:
+        command.upgrade(_alembic_config(database), "head")
 
 
 def current_revision(database: Database) -> str | None:
@@ -32,3 +40,17 @@ def current_revision(database: Database) -> str | None:
 
 def head_revision() -> str | None:
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+class DatabaseNotMigrated(ConfigError):
+    """The database is not at the revision this version needs and auto_migrate is off."""
+
+
+def ensure_at_head(database: Database) -> None:
+    """Raise DatabaseNotMigrated (exit code 2 from the CLI) unless the database is at the head revision."""
+    current, head = current_revision(database), head_revision()
+    if current != head:
+        raise DatabaseNotMigrated(
+            f"the database is at revision {current or '(empty)'} and this version needs {head}: "
+            "run `neurolabel db upgrade` (or set [database] auto_migrate = true)"
+        )

@@ -1,4 +1,11 @@
-"""The work queue: jobs are rows, claimed atomically, retried with backoff, recovered after a crash."""
+"""The work queue: jobs are rows, claimed atomically, retried with backoff, recovered after a crash.
+
+Several daemons may share one PostgreSQL database and its queue. A claimed job is leased to its claimer
+(`claimed_by`, `lease_expires_at`); the owner renews its leases while it lives (daemon/store/leases.py) and
+any instance puts jobs whose lease has passed back to pending. Bookkeeping on a claimed `Job` is fenced on
+its owner: `complete` raises `LeaseLost` when the job has been taken back, so a handler that completes the
+job in the transaction of its own writes never commits them for a job another instance now runs.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,15 @@ PENDING = "pending"
 RUNNING = "running"
 DONE = "done"
 FAILED = "failed"
+ACTIVE = (PENDING, RUNNING)
+# The predicate of the unique index uq_jobs_active_kind_key (daemon/store/schema.py), word for word.
+ACTIVE_PREDICATE = "state IN ('pending', 'running')"
+
+DEFAULT_LEASE_SECONDS = 60.0
+
+
+class LeaseLost(Exception):
+    """The job is no longer ours (its lease expired and it was put back or claimed by another instance)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +42,8 @@ class Job:
     key: str
     payload: Mapping[str, Any]
     attempts: int
+    # Who claimed it; bookkeeping through this Job is fenced on it. Empty: not fenced.
+    claimed_by: str = ""
 
 
 def utcnow() -> dt.datetime:
@@ -40,29 +58,50 @@ def enqueue(
     *,
     not_before: dt.datetime | None = None,
 ) -> int | None:
-    """Add a job inside the caller's transaction; a no-op (None) if (kind, key) is already pending or running."""
-    existing = connection.execute(
-        sa.select(jobs.c.id).where(jobs.c.kind == kind, jobs.c.key == key, jobs.c.state.in_((PENDING, RUNNING)))
-    ).first()
-    if existing is not None:
-        return None
+    """Add a job inside the caller's transaction; a no-op (None) if (kind, key) is already pending or running.
+
+    The unique index on unfinished (kind, key) decides, so two instances enqueueing the same job at once
+    get one row (the second waits for the first's transaction on PostgreSQL, then does nothing).
+    """
     now = utcnow()
-    result = connection.execute(
-        jobs.insert().values(
-            kind=kind,
-            key=key,
-            payload=dict(payload or {}),
-            state=PENDING,
-            attempts=0,
-            not_before=not_before or now,
-            created_at=now,
-        )
+    values = dict(
+        kind=kind,
+        key=key,
+        payload=dict(payload or {}),
+        state=PENDING,
+        attempts=0,
+        not_before=not_before or now,
+        created_at=now,
     )
-    return int(result.inserted_primary_key[0])  # type: ignore[index]
+    insert = _dialect_insert(connection.dialect.name)(jobs).values(**values)
+    # The predicate must be literal: PostgreSQL cannot match a partial index against bound parameters
+    # once psycopg prepares the statement (from its fifth execution on).
+    statement = insert.on_conflict_do_nothing(
+        index_elements=[jobs.c.kind, jobs.c.key], index_where=sa.text(ACTIVE_PREDICATE)
+    ).returning(jobs.c.id)
+    job_id = connection.execute(statement).scalar()
+    return None if job_id is None else int(job_id)
 
 
-def claim(database: Database, kinds: Sequence[str], worker: str, limit: int = 1) -> list[Job]:
-    """Atomically move up to `limit` due pending jobs of `kinds` to running, owned by `worker`."""
+def _dialect_insert(dialect: str) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+def claim(
+    database: Database,
+    kinds: Sequence[str],
+    worker: str,
+    limit: int = 1,
+    *,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+) -> list[Job]:
+    """Atomically move up to `limit` due pending jobs of `kinds` to running, leased to `worker` for `lease_seconds`."""
     now = utcnow()
     due = (
         sa.select(jobs.c.id)
@@ -79,44 +118,83 @@ def claim(database: Database, kinds: Sequence[str], worker: str, limit: int = 1)
         rows = connection.execute(
             jobs.update()
             .where(jobs.c.id.in_(ids), jobs.c.state == PENDING)
-            .values(state=RUNNING, claimed_by=worker, claimed_at=now, attempts=jobs.c.attempts + 1)
+            .values(
+                state=RUNNING,
+                claimed_by=worker,
+                claimed_at=now,
+                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+                attempts=jobs.c.attempts + 1,
+            )
             .returning(jobs.c.id, jobs.c.kind, jobs.c.key, jobs.c.payload, jobs.c.attempts)
         ).all()
-    return sorted((Job(r.id, r.kind, r.key, r.payload or {}, r.attempts) for r in rows), key=lambda j: j.id)
+    return sorted((Job(r.id, r.kind, r.key, r.payload or {}, r.attempts, worker) for r in rows), key=lambda j: j.id)
 
 
-def complete(connection: Connection, job_id: int) -> None:
-    connection.execute(
-        jobs.update().where(jobs.c.id == job_id).values(state=DONE, finished_at=utcnow(), last_error=None)
+def _job_id(job: Job | int) -> int:
+    return job.id if isinstance(job, Job) else job
+
+
+def _owned(job: Job | int, states: Sequence[str] = (RUNNING,)) -> sa.ColumnElement[bool]:
+    """The row of `job`, and only while its claimer still holds it (when `job` is a claimed Job)."""
+    if isinstance(job, Job) and job.claimed_by:
+        return sa.and_(jobs.c.id == job.id, jobs.c.claimed_by == job.claimed_by, jobs.c.state.in_(states))
+    return jobs.c.id == _job_id(job)
+
+
+def complete(connection: Connection, job: Job | int) -> None:
+    """Mark the job done in the caller's transaction. Given a claimed Job, raise LeaseLost if it is no longer ours.
+
+    Completing twice (the handler in its own transaction, then the runner) is harmless.
+    """
+    result = connection.execute(
+        jobs.update()
+        .where(_owned(job, (RUNNING, DONE)))
+        .values(state=DONE, finished_at=utcnow(), last_error=None, lease_expires_at=None)
     )
+    if isinstance(job, Job) and job.claimed_by and not result.rowcount:
+        raise LeaseLost(f"job {job.id} is no longer held by {job.claimed_by}")
 
 
 def retry_later(
     connection: Connection, job: Job, error: str, *, max_attempts: int, base_seconds: float, max_seconds: float
 ) -> bool:
-    """Put a failed attempt back with exponential backoff; mark it failed after max_attempts. True if retried."""
+    """Put a failed attempt back with exponential backoff; mark it failed after max_attempts. True if retried.
+
+    A no-op (False) when the job is no longer ours: its new owner decides.
+    """
     if job.attempts >= max_attempts:
         connection.execute(
             jobs.update()
-            .where(jobs.c.id == job.id)
-            .values(state=FAILED, last_error=error[:2000], finished_at=utcnow())
+            .where(_owned(job))
+            .values(state=FAILED, last_error=error[:2000], finished_at=utcnow(), lease_expires_at=None)
         )
         return False
     delay = backoff_seconds(job.attempts, base_seconds, max_seconds)
-    connection.execute(
+    result = connection.execute(
         jobs.update()
-        .where(jobs.c.id == job.id)
-        .values(state=PENDING, last_error=error[:2000], not_before=utcnow() + dt.timedelta(seconds=delay))
+        .where(_owned(job))
+        .values(
+            state=PENDING,
+            last_error=error[:2000],
+            not_before=utcnow() + dt.timedelta(seconds=delay),
+            claimed_by=None,
+            lease_expires_at=None,
+        )
     )
-    return True
+    return bool(result.rowcount)
 
 
-def defer(connection: Connection, job_id: int, seconds: float, *, count_attempt: bool = False) -> None:
-    """Give a claimed job back without counting it as a failure (e.g. Triton not ready yet)."""
-    values: dict[str, Any] = {"state": PENDING, "not_before": utcnow() + dt.timedelta(seconds=seconds)}
+def defer(connection: Connection, job: Job | int, seconds: float, *, count_attempt: bool = False) -> None:
+    """Give a claimed job back without counting it as a failure (e.g. Triton not ready yet); no-op if not ours."""
+    values: dict[str, Any] = {
+        "state": PENDING,
+        "not_before": utcnow() + dt.timedelta(seconds=seconds),
+        "claimed_by": None,
+        "lease_expires_at": None,
+    }
     if not count_attempt:
         values["attempts"] = jobs.c.attempts - 1
-    connection.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+    connection.execute(jobs.update().where(_owned(job)).values(**values))
 
 
 def backoff_seconds(attempt: int, base_seconds: float, max_seconds: float) -> float:
@@ -124,20 +202,74 @@ def backoff_seconds(attempt: int, base_seconds: float, max_seconds: float) -> fl
 
 
 def recover_interrupted(database: Database, worker: str | None = None) -> int:
-    """Put running jobs back to pending (all of them, or those of one worker). Returns how many."""
+    """Put running jobs back to pending (all of them, or those of one worker). Returns how many.
+
+    All of them is right only when no other instance shares the database (SQLite); see `recover_at_start`.
+    """
     condition = jobs.c.state == RUNNING
     if worker is not None:
         condition = sa.and_(condition, jobs.c.claimed_by == worker)
+    return sum(_requeue(database, condition).values())
+
+
+def recover_expired(database: Database, now: dt.datetime | None = None) -> dict[str, int]:
+    """Put running jobs whose lease has passed back to pending (their owner died). Returns {kind: count}."""
+    moment = now or utcnow()
+    return _requeue(
+        database,
+        sa.and_(
+            jobs.c.state == RUNNING,
+            sa.or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at < moment),
+        ),
+    )
+
+
+def recover_at_start(database: Database, instance: str) -> int:
+    """On start: with SQLite every running job was ours; with a shared server only our own name's and the expired."""
+    if not database.supports_skip_locked:
+        return recover_interrupted(database)
+    return recover_interrupted(database, worker=instance) + sum(recover_expired(database).values())
+
+
+def renew_leases(database: Database, worker: str, lease_seconds: float) -> int:
+    """Extend the lease of every job `worker` is running; returns how many it holds."""
     with database.begin() as connection:
         result = connection.execute(
-            jobs.update().where(condition).values(state=PENDING, claimed_by=None, claimed_at=None, not_before=utcnow())
+            jobs.update()
+            .where(jobs.c.state == RUNNING, jobs.c.claimed_by == worker)
+            .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
         )
     return int(result.rowcount or 0)
 
 
+def _requeue(database: Database, condition: sa.ColumnElement[bool]) -> dict[str, int]:
+    with database.begin() as connection:
+        kinds = connection.execute(
+            jobs.update()
+            .where(condition)
+            .values(state=PENDING, claimed_by=None, claimed_at=None, lease_expires_at=None, not_before=utcnow())
+            .returning(jobs.c.kind)
+        ).scalars().all()
+    counts: dict[str, int] = {}
+    for kind in kinds:
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
 def retry_failed(database: Database, job_ids: Sequence[int] | None = None) -> int:
-    """Make failed jobs pending again (all, or the given ids)."""
-    condition = jobs.c.state == FAILED
+    """Make failed jobs pending again (all, or the given ids).
+
+    Per (kind, key) only the newest failed job is revived, and none where that job is pending or running again.
+    """
+    newer = jobs.alias("newer")
+    condition = sa.and_(
+        jobs.c.state == FAILED,
+        ~sa.exists().where(
+            newer.c.kind == jobs.c.kind,
+            newer.c.key == jobs.c.key,
+            sa.or_(newer.c.state.in_(ACTIVE), sa.and_(newer.c.state == FAILED, newer.c.id > jobs.c.id)),
+        ),
+    )
     if job_ids:
         condition = sa.and_(condition, jobs.c.id.in_(list(job_ids)))
     with database.begin() as connection:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -20,6 +23,8 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -31,13 +36,43 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 UID = String(64)
 
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp that is stored in UTC and read back timezone-aware (UTC) on every backend.
+
+    SQLite keeps no offset (SQLAlchemy drops it without converting) and PostgreSQL converts to the session's
+    zone; this type converts on the way in and attaches UTC on the way out, so rows compare and subtract the
+    same everywhere. A naive value is taken to be UTC already. Use it for every timestamp column.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite, when the column came through a raw or untyped query
+            value = dt.datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
 # --- HL7 intake -------------------------------------------------------------
 
 hl7_messages = Table(
     "hl7_messages",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
     Column("peer", String(128), nullable=False),
     Column("sending_application", String(227), nullable=False, default=""),
     Column("sending_facility", String(227), nullable=False, default=""),
@@ -48,7 +83,7 @@ hl7_messages = Table(
     Column("status", String(16), nullable=False),
     Column("ack_code", String(2), nullable=False),
     Column("error", Text, nullable=True),
-    Column("reprocessed_at", DateTime(timezone=True), nullable=True),
+    Column("reprocessed_at", UtcDateTime(), nullable=True),
     # A control id is accepted once per sender; rejected copies may repeat.
     Index(
         "uq_hl7_messages_accepted_control_id",
@@ -77,12 +112,12 @@ reports = Table(
     Column("patient_name", String(320), nullable=True),
     Column("modality", String(16), nullable=True),
     Column("result_status", String(1), nullable=False, default="F"),
-    Column("observation_time", DateTime(timezone=True), nullable=True),
+    Column("observation_time", UtcDateTime(), nullable=True),
     Column("text", Text, nullable=False),
     # active | superseded | withdrawn
     Column("state", String(16), nullable=False, default="active"),
     Column("supersedes_id", Integer, ForeignKey("reports.id"), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
     Index("ix_reports_accession_number", "accession_number"),
     Index("ix_reports_study_instance_uid", "study_instance_uid"),
     Index("ix_reports_patient_id", "patient_id"),
@@ -118,12 +153,12 @@ studies = Table(
     Column("referring_physician", String(320), nullable=True),
     Column("instance_count", Integer, nullable=False, default=0),
     Column("total_bytes", BigInteger, nullable=False, default=0),
-    Column("first_received_at", DateTime(timezone=True), nullable=False),
-    Column("last_received_at", DateTime(timezone=True), nullable=False),
+    Column("first_received_at", UtcDateTime(), nullable=False),
+    Column("last_received_at", UtcDateTime(), nullable=False),
     Column("calling_ae_title", String(16), nullable=True),
     # receiving | stable
     Column("state", String(16), nullable=False, default="receiving"),
-    Column("stable_at", DateTime(timezone=True), nullable=True),
+    Column("stable_at", UtcDateTime(), nullable=True),
     Index("ix_studies_accession_number", "accession_number"),
     Index("ix_studies_patient_id", "patient_id"),
     Index("ix_studies_state", "state"),
@@ -156,7 +191,7 @@ instances = Table(
     # Relative to [storage] path.
     Column("path", String(400), nullable=False),
     Column("size_bytes", BigInteger, nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
     Column("calling_ae_title", String(16), nullable=True),
     Column("peer", String(128), nullable=True),
     # True for objects neurolabel created itself (its SR).
@@ -179,14 +214,27 @@ jobs = Table(
     # pending | running | done | failed
     Column("state", String(16), nullable=False, default="pending"),
     Column("attempts", Integer, nullable=False, default=0),
-    Column("not_before", DateTime(timezone=True), nullable=False),
+    Column("not_before", UtcDateTime(), nullable=False),
     Column("claimed_by", String(128), nullable=True),
-    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    Column("claimed_at", UtcDateTime(), nullable=True),
+    # A running job belongs to `claimed_by` until this time; its owner renews it while alive, and any
+    # instance puts it back to pending once it has passed (the owner died). See daemon/store/leases.py.
+    Column("lease_expires_at", UtcDateTime(), nullable=True),
     Column("last_error", Text, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime(), nullable=True),
     Index("ix_jobs_claim", "state", "kind", "not_before"),
     Index("ix_jobs_kind_key", "kind", "key"),
+    # At most one unfinished job per (kind, key), even when several instances enqueue it at once.
+    Index(
+        "uq_jobs_active_kind_key",
+        "kind",
+        "key",
+        unique=True,
+        sqlite_where=text("state IN ('pending', 'running')"),  # = queue.ACTIVE_PREDICATE
+        postgresql_where=text("state IN ('pending', 'running')"),
+    ),
+    Index("ix_jobs_lease", "state", "lease_expires_at"),
 )
 
 # --- Labels -----------------------------------------------------------------
@@ -200,7 +248,7 @@ predictions = Table(
     Column("labels", JSON, nullable=False),
     Column("thresholds", JSON, nullable=True),
     Column("model", String(128), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
     Index("ix_predictions_report_id", "report_id"),
 )
 
@@ -215,9 +263,9 @@ study_labels = Table(
     Column("labels", JSON, nullable=False),
     Column("probabilities", JSON, nullable=False),
     Column("model", String(128), nullable=False),
-    Column("labelled_at", DateTime(timezone=True), nullable=False),
+    Column("labelled_at", UtcDateTime(), nullable=False),
     Column("current", Boolean, nullable=False, default=True),
-    Column("superseded_at", DateTime(timezone=True), nullable=True),
+    Column("superseded_at", UtcDateTime(), nullable=True),
     # Why it stopped being current: "superseded", "withdrawn", "relabelled".
     Column("superseded_reason", String(32), nullable=True),
     Index("ix_study_labels_study_current", "study_instance_uid", "current"),
@@ -229,7 +277,7 @@ audit_events = Table(
     "audit_events",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
     Column("kind", String(48), nullable=False),
     Column("actor", String(128), nullable=True),
     Column("outcome", String(16), nullable=False),

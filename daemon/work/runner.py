@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import itertools
 import logging
 import time
@@ -177,7 +178,14 @@ class JobRunner:
             handler = self._handlers[kind]
             limit = handler.batch_size if isinstance(handler, BatchHandler) else 1
             claimed = await asyncio.to_thread(
-                queue.claim, self._services.database, [kind], self.worker_name, limit
+                functools.partial(
+                    queue.claim,
+                    self._services.database,
+                    [kind],
+                    self.worker_name,
+                    limit,
+                    lease_seconds=self._settings.lease_seconds,
+                )
             )
             if claimed:
                 task = asyncio.create_task(self._execute(kind, tuple(claimed)), name=f"job-{kind}-{claimed[0].id}")
@@ -251,10 +259,19 @@ class JobRunner:
         with self._services.database.begin() as connection:
             for job in jobs:
                 error = errors.get(job.id)
+                # Bookkeeping goes through the claimed Job, fenced on its lease (issue 8, deployment helper):
+                # a job whose lease passed (this instance stalled) and that another instance took over is
+                # left to its new owner. The LeaseKeeper component renews leases under `worker_name` ==
+                # the instance name; a runner given another worker_name must renew its own.
                 if error is None:
-                    queue.complete(connection, job.id)
+                    try:
+                        queue.complete(connection, job)
+                    except queue.LeaseLost:
+                        log.warning("job %d %s %s: lease lost, left to its new owner", job.id, job.kind, job.key)
+                elif isinstance(error, queue.LeaseLost):
+                    log.warning("job %d %s %s: lease lost, left to its new owner", job.id, job.kind, job.key)
                 elif isinstance(error, Defer):
-                    queue.defer(connection, job.id, error.seconds)
+                    queue.defer(connection, job, error.seconds)
                 else:
                     queue.retry_later(
                         connection,

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 import sqlalchemy as sa
 
 from daemon.app import Services, start_daemon, stop_daemon
+from daemon.config import with_overrides
 from daemon.store import queue
 from daemon.store.queue import Job
 from daemon.store.schema import jobs
@@ -204,7 +205,9 @@ async def test_a_job_still_running_at_the_deadline_is_recovered_at_next_start(se
     async def healthy(job: Job) -> None:
         ran_again.set()
 
-    config = services.config
+    # The same instance restarting: on PostgreSQL, start recovers only its own name's jobs and expired
+    # leases (other instances may be running theirs); on SQLite every running job (issue 8).
+    config = with_overrides(services.config, daemon={"instance_name": services.instance_name})
     daemon = await start_daemon(config, [lambda s: JobRunner(s, {"stuck": healthy})])
     try:
         await asyncio.wait_for(ran_again.wait(), timeout=10)

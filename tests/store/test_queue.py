@@ -1,0 +1,229 @@
+"""The work queue on SQLite and PostgreSQL: enqueue, claim, complete, retry, defer, leases and recovery."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+
+import pytest
+import sqlalchemy as sa
+
+from daemon.store import queue
+from daemon.store.database import Database
+from daemon.store.schema import jobs
+
+
+def _state(database: Database, job_id: int) -> sa.Row:
+    with database.connect() as connection:
+        return connection.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
+
+
+def _enqueue(database: Database, kind: str, key: str, **payload: object) -> int | None:
+    with database.begin() as connection:
+        return queue.enqueue(connection, kind, key, payload)
+
+
+def test_enqueue_is_deduplicated_while_unfinished(database: Database) -> None:
+    first = _enqueue(database, "classify", "report-1", report_id=1)
+    assert first is not None
+    assert _enqueue(database, "classify", "report-1") is None
+    assert _enqueue(database, "link", "report-1") is not None
+    [job] = queue.claim(database, ["classify"], "a")
+    assert _enqueue(database, "classify", "report-1") is None
+    with database.begin() as connection:
+        queue.complete(connection, job)
+    again = _enqueue(database, "classify", "report-1")
+    assert again is not None and again != first
+
+
+def test_claim_takes_due_jobs_in_order_with_payload_and_lease(database: Database) -> None:
+    ids = [_enqueue(database, "classify", f"r{n}", n=n) for n in range(3)]
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    with database.begin() as connection:
+        queue.enqueue(connection, "classify", "future", not_before=later)
+    claimed = queue.claim(database, ["classify"], "worker-a", limit=10, lease_seconds=30)
+    assert [job.id for job in claimed] == ids
+    assert [job.payload["n"] for job in claimed] == [0, 1, 2]
+    assert {job.attempts for job in claimed} == {1}
+    assert {job.claimed_by for job in claimed} == {"worker-a"}
+    row = _state(database, claimed[0].id)
+    assert row.state == queue.RUNNING and row.claimed_by == "worker-a"
+    # Timestamps come back timezone-aware UTC on both backends.
+    assert row.lease_expires_at.tzinfo is not None and row.claimed_at.utcoffset() == dt.timedelta(0)
+    assert 29 <= (row.lease_expires_at - row.claimed_at).total_seconds() <= 31
+    assert queue.claim(database, ["classify"], "worker-b", limit=10) == []
+    assert queue.claim(database, ["other"], "worker-b") == []
+
+
+def test_complete_retry_and_fail(database: Database) -> None:
+    job_id = _enqueue(database, "link", "study-1")
+    [job] = queue.claim(database, ["link"], "a")
+    with database.begin() as connection:
+        assert queue.retry_later(connection, job, "boom", max_attempts=3, base_seconds=0.001, max_seconds=0.001)
+    row = _state(database, job_id)
+    assert row.state == queue.PENDING and row.last_error == "boom" and row.claimed_by is None
+    (job,) = _wait_claim(database, "link", "a")
+    assert job.attempts == 2
+    with database.begin() as connection:
+        assert not queue.retry_later(connection, job, "boom again", max_attempts=2, base_seconds=1, max_seconds=1)
+    assert _state(database, job_id).state == queue.FAILED
+    assert queue.retry_failed(database) == 1
+    (job,) = _wait_claim(database, "link", "a")
+    assert job.attempts == 1
+    with database.begin() as connection:
+        queue.complete(connection, job)
+        queue.complete(connection, job)  # the handler, then the runner: harmless
+    row = _state(database, job_id)
+    assert row.state == queue.DONE and row.finished_at is not None and row.lease_expires_at is None
+
+
+def test_defer_gives_the_job_back_without_counting_an_attempt(database: Database) -> None:
+    job_id = _enqueue(database, "classify", "r1")
+    [job] = queue.claim(database, ["classify"], "a")
+    with database.begin() as connection:
+        queue.defer(connection, job, 3600)
+    row = _state(database, job_id)
+    assert row.state == queue.PENDING and row.attempts == 0
+    assert queue.claim(database, ["classify"], "a") == []
+
+
+def test_retry_failed_revives_only_the_newest_failure_of_a_key(database: Database) -> None:
+    for _ in range(2):
+        _enqueue(database, "link", "same")
+        [job] = queue.claim(database, ["link"], "a")
+        with database.begin() as connection:
+            queue.retry_later(connection, job, "no", max_attempts=0, base_seconds=1, max_seconds=1)
+    assert queue.depths(database) == {"link": {"failed": 2}}
+    assert queue.retry_failed(database) == 1
+    assert queue.retry_failed(database) == 0  # the other failure's key is pending again
+    assert queue.depths(database) == {"link": {"failed": 1, "pending": 1}}
+
+
+def test_expired_lease_is_recovered_and_the_old_owner_is_fenced(database: Database) -> None:
+    job_id = _enqueue(database, "writeback", "study-1")
+    [stale] = queue.claim(database, ["writeback"], "instance-a", lease_seconds=0.001)
+    _enqueue(database, "writeback", "study-2")
+    [alive] = queue.claim(database, ["writeback"], "instance-b", lease_seconds=3600)
+    now = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+    assert queue.recover_expired(database, now) == {"writeback": 1}
+    assert _state(database, alive.id).state == queue.RUNNING
+    [taken] = queue.claim(database, ["writeback"], "instance-b")
+    assert taken.id == job_id and taken.attempts == 2
+    # The old owner wakes up: its completion raises, so its transaction (with its writes) rolls back.
+    with pytest.raises(queue.LeaseLost):
+        with database.begin() as connection:
+            connection.execute(jobs.update().where(jobs.c.id == job_id).values(last_error="written by a"))
+            queue.complete(connection, stale)
+    assert _state(database, job_id).last_error is None
+    with database.begin() as connection:
+        assert not queue.retry_later(connection, stale, "late", max_attempts=5, base_seconds=1, max_seconds=1)
+        queue.defer(connection, stale, 60)
+    row = _state(database, job_id)
+    assert row.state == queue.RUNNING and row.claimed_by == "instance-b"
+    with database.begin() as connection:
+        queue.complete(connection, taken)
+    assert _state(database, job_id).state == queue.DONE
+
+
+def test_renew_keeps_a_lease_alive(database: Database) -> None:
+    _enqueue(database, "classify", "r1")
+    [job] = queue.claim(database, ["classify"], "a", lease_seconds=0.001)
+    assert queue.renew_leases(database, "a", 3600) == 1
+    assert queue.renew_leases(database, "b", 3600) == 0
+    assert queue.recover_expired(database) == {}
+    assert _state(database, job.id).state == queue.RUNNING
+
+
+def test_recovery_at_start(database: Database) -> None:
+    for key, owner, lease in (("mine", "me", 3600), ("live", "other", 3600), ("dead", "gone", 0.001)):
+        _enqueue(database, "classify", key)
+        queue.claim(database, ["classify"], owner, lease_seconds=lease)
+    recovered = queue.recover_at_start(database, "me")
+    with database.connect() as connection:
+        states = dict(connection.execute(sa.select(jobs.c.key, jobs.c.state)).all())
+    if database.dialect == "sqlite":
+        # One instance per SQLite file: whatever was running was ours.
+        assert recovered == 3 and set(states.values()) == {queue.PENDING}
+    else:
+        assert recovered == 2 and states == {"mine": "pending", "live": "running", "dead": "pending"}
+
+
+def test_concurrent_claimers_never_share_a_job(database: Database) -> None:
+    total, claimers = 300, 6
+    with database.begin() as connection:
+        for n in range(total):
+            queue.enqueue(connection, "classify", f"r{n}")
+    seen: Counter[int] = Counter()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    start = threading.Barrier(claimers)
+
+    def hammer(name: str) -> None:
+        try:
+            start.wait()
+            while True:
+                claimed = queue.claim(database, ["classify"], name, limit=3)
+                if not claimed:
+                    return
+                with database.begin() as connection:
+                    for job in claimed:
+                        queue.complete(connection, job)
+                with lock:
+                    seen.update(job.id for job in claimed)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(f"claimer-{n}",)) for n in range(claimers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert len(seen) == total and set(seen.values()) == {1}
+    assert queue.depths(database) == {"classify": {"done": total}}
+
+
+def test_concurrent_enqueues_of_one_key_make_one_job(database: Database) -> None:
+    writers = 8
+    start = threading.Barrier(writers)
+    results: list[int | None] = []
+    errors: list[BaseException] = []
+
+    def add() -> None:
+        try:
+            start.wait()
+            results.append(_enqueue(database, "link", "study-9"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add) for _ in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert len([r for r in results if r is not None]) == 1
+    assert queue.depths(database) == {"link": {"pending": 1}}
+
+
+def test_naive_and_offset_timestamps_are_stored_as_utc(database: Database) -> None:
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    due = dt.datetime(2030, 1, 1, 14, 0, tzinfo=plus_two)
+    with database.begin() as connection:
+        job_id = queue.enqueue(connection, "classify", "tz", not_before=due)
+    row = _state(database, job_id)
+    assert row.not_before == due and row.not_before.hour == 12 and row.not_before.tzinfo is not None
+
+
+def _wait_claim(database: Database, kind: str, worker: str, timeout: float = 10.0) -> list[queue.Job]:
+    """Claim once the job's short backoff has passed (polls the queue, with a deadline)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        claimed = queue.claim(database, [kind], worker)
+        if claimed:
+            return claimed
+        time.sleep(0.01)
+    raise AssertionError(f"no {kind} job became due within {timeout} s")
