@@ -138,6 +138,52 @@ def _jobs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daemon.work.export import ExportUnavailable, export
+
+    database = _database(_config(args))
+    try:
+        count = export(database, args.format, Path(args.output) if args.output else None, all_history=args.all_history)
+    except ExportUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        database.dispose()
+    if args.output:
+        print(f"{count} labelled stud{'y' if count == 1 else 'ies'} written to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _relabel(args: argparse.Namespace) -> int:
+    import asyncio
+    import datetime as dt
+
+    from daemon.work.relabel import Selection, run_relabel
+
+    try:
+        since = dt.datetime.fromisoformat(args.since) if args.since else None
+    except ValueError:
+        raise UsageError(f"--since: {args.since!r} is not a date (YYYY-MM-DD) or ISO date-time") from None
+    if since is not None and since.tzinfo is None:
+        since = since.astimezone()  # the local time of this machine
+    selection = Selection(since=since, accessions=tuple(args.accession or ()))
+    config = _config(args)
+    database = _database(config)
+    try:
+        summary = asyncio.run(run_relabel(config, database, selection, model=args.model))
+    except ConnectionError as exc:
+        raise CommandFailed(str(exc)) from None
+    finally:
+        database.dispose()
+    print(
+        f"{summary.selected} report(s) selected, {summary.classified} classified with {summary.model}, "
+        f"{summary.unchanged} already labelled by it, {summary.labels_written} study label row(s) written "
+        "(their write-back is queued for the running daemon)"
+    )
+    return EXIT_OK
+
+
 def _corpus(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -152,6 +198,55 @@ def _corpus(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
     print(f"{count} synthetic reports (seed {seed}) written to {args.output}")
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daemon.evaluation import evaluate as ev
+
+    if args.baseline and args.predictions:
+        raise UsageError("--baseline and --predictions are alternatives; give one")
+    if args.bootstrap < 1:
+        raise UsageError("--bootstrap must be at least 1")
+    try:
+        records = ev.read_reports(Path(args.input))
+        if args.baseline:
+            scores = ev.baseline_scores(records)
+        elif args.predictions:
+            scores = ev.prediction_file_scores(records, Path(args.predictions))
+        else:
+            config = _config(args)
+            try:
+                scores = ev.model_scores(records, config.triton.model_repository, config.triton.model)
+            except (OSError, ValueError) as exc:
+                raise UsageError(
+                    f"cannot load the model {config.triton.model!r} from {config.triton.model_repository}: {exc} "
+                    "(train and export one, or use --baseline or --predictions FILE)"
+                ) from exc
+        result = ev.evaluate(records, scores, args.reference, n_boot=args.bootstrap, seed=args.seed)
+    except ev.InputError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        print(ev.result_json(result))
+    else:
+        ev.render_table(result)
+    return EXIT_OK
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daemon.dicom.inspect import NoLabels, NotReadable, inspect_file
+
+    try:
+        output = inspect_file(Path(args.file))
+    except NotReadable as exc:
+        raise UsageError(str(exc)) from None
+    except NoLabels as exc:
+        raise CommandFailed(str(exc)) from None
+    print(json.dumps(output))
     return EXIT_OK
 
 
@@ -198,10 +293,37 @@ def build_parser() -> argparse.ArgumentParser:
     retry = jobs_commands.add_parser("retry", help="make failed jobs pending again", parents=[common])
     retry.add_argument("ids", nargs="*", type=int, help="job ids (default: every failed job)")
 
+    export = command("export", _export, "the labelled studies (current labels) as a table for building image datasets")
+    export.add_argument("--format", choices=("csv", "jsonl", "parquet"), required=True, help="output format")
+    export.add_argument("-o", "--output", metavar="FILE", help="output file (default: standard output)")
+    export.add_argument("--all-history", action="store_true",
+                        help="every labels row, superseded and withdrawn ones too, with why and when")
+
+    relabel = command("relabel", _relabel, "classify a selection of reports again through Triton (e.g. a newer model); "
+                      "new labels rows, the old ones kept as 'relabelled'")
+    relabel.add_argument("--model", help="Triton model name (default: [triton] model)")
+    relabel.add_argument("--since", metavar="DATE", help="only reports received on or after DATE (YYYY-MM-DD)")
+    relabel.add_argument("--accession", nargs="+", metavar="ACCESSION", help="only these accession numbers")
+
     corpus = command("corpus", _corpus, "write a synthetic, labelled training corpus of head MRI reports (JSONL)")
     corpus.add_argument("-n", type=int, help="number of reports (default: the generator's, as in data/corpus/)")
     corpus.add_argument("--seed", type=int, help="random seed (default: the generator's, as in data/corpus/)")
     corpus.add_argument("-o", "--output", required=True, metavar="FILE.jsonl", help="output file")
+
+    evaluate = command("evaluate", _evaluate, "per-label AUC-ROC (95%% bootstrap interval), accuracy, "
+                       "sensitivity, specificity and F1 of the model (or the rule-based baseline) on labelled reports")
+    evaluate.add_argument("input", metavar="IN.jsonl", help="reports with 'labels' and/or 'image_labels'")
+    evaluate.add_argument("--reference", choices=("report", "image"), default="report",
+                          help="compare with report labels (default) or image labels")
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.add_argument("--baseline", action="store_true", help="score with the rule-based baseline labeller")
+    evaluate.add_argument("--predictions", metavar="PRED.jsonl",
+                          help="score with a `neurolabel classify` output file, joined by id")
+    evaluate.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+
+    inspect = command("inspect", _inspect, "show the labels a DICOM file carries (private tags or SR) as JSON")
+    inspect.add_argument("file", metavar="FILE.dcm", help="a DICOM file (a tagged instance or neurolabel's SR)")
 
     return parser
 

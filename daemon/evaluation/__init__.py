@@ -1,0 +1,1 @@
+"""Evaluation of the report classifier: metrics, the rule-based baseline, `neurolabel evaluate`."""
