@@ -189,11 +189,13 @@ class WritebackConfig:
     structured_report: bool = True
     forward_to: tuple[str, ...] = ()
     calling_ae_title: str = "NEUROLABEL"
+    forward_timeout_seconds: float = 30.0
 
     def validate(self) -> None:
         for destination in self.forward_to:
             parse_ae_address("writeback.forward_to", destination)
         _ae_title("writeback.calling_ae_title", self.calling_ae_title)
+        _positive("writeback.forward_timeout_seconds", self.forward_timeout_seconds)
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,32 @@ study_labels = Table(
     Index("ix_study_labels_study_current", "study_instance_uid", "current"),
 )
 
+# --- Write-back to DICOM --------------------------------------------------------
+
+# One row per completed write-back of a labels row to the study's DICOM files
+# (daemon/work/writeback.py): what was tagged, which SR it wrote and replaced.
+writebacks = Table(
+    "writebacks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("study_instance_uid", UID, nullable=False),
+    Column("study_label_id", Integer, ForeignKey("study_labels.id"), nullable=False),
+    # labels | withdrawn
+    Column("action", String(16), nullable=False),
+    # done (failures are retried by the job runner and audited)
+    Column("state", String(16), nullable=False),
+    Column("instances_tagged", Integer, nullable=False, default=0),
+    Column("instances_unchanged", Integer, nullable=False, default=0),
+    Column("sr_sop_instance_uid", UID, nullable=True),
+    Column("sr_series_instance_uid", UID, nullable=True),
+    Column("replaced_sr_sop_instance_uid", UID, nullable=True),
+    # Destinations ("AE@host:port") a forward job was queued for.
+    Column("forwarded_to", JSON, nullable=False, default=list),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime(), nullable=False),
+    Index("ix_writebacks_study_instance_uid", "study_instance_uid"),
+)
+
 # --- Audit --------------------------------------------------------------------
 
 audit_events = Table(

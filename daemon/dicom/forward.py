@@ -1,0 +1,113 @@
+"""C-STORE SCU: send stored files to a destination AE, each in the transfer syntax it is stored in.
+
+One presentation context is proposed per (SOP class, transfer syntax) pair the
+files need, so nothing is transcoded; a destination that does not accept a
+pair gets none of those files and the send fails naming them (a retry will
+not help until the destination is configured for them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
+
+from daemon.config import AeAddress
+
+log = logging.getLogger("neurolabel.dicom.forward")
+
+# An association carries at most 128 presentation contexts (PS3.8 9.3.2.2: odd ids 1-255).
+MAX_CONTEXTS = 128
+
+
+class ForwardError(RuntimeError):
+    """The destination was unreachable or refused the association or an object."""
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    sent: int
+    warnings: int
+
+
+StoredFile = tuple[Path, str, str]  # (path, SOP Class UID, Transfer Syntax UID)
+
+
+def send_files(
+    files: Sequence[StoredFile],
+    destination: AeAddress,
+    *,
+    calling_ae_title: str,
+    timeout_seconds: float,
+) -> SendOutcome:
+    """Send every file; raise ForwardError listing what did not arrive."""
+    pairs = list(dict.fromkeys((sop_class, syntax) for _, sop_class, syntax in files))
+    sent = warnings = 0
+    failures: list[str] = []
+    for start in range(0, len(pairs), MAX_CONTEXTS):
+        chunk = set(pairs[start : start + MAX_CONTEXTS])
+        batch = [item for item in files if (item[1], item[2]) in chunk]
+        chunk_sent, chunk_warnings, chunk_failures = _send_batch(
+            batch, sorted(chunk), destination, calling_ae_title, timeout_seconds
+        )
+        sent += chunk_sent
+        warnings += chunk_warnings
+        failures.extend(chunk_failures)
+    if failures:
+        shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
+        raise ForwardError(f"{len(failures)} of {len(files)} object(s) not stored at {destination}: {shown}")
+    return SendOutcome(sent, warnings)
+
+
+def _send_batch(
+    files: Sequence[StoredFile],
+    contexts: Sequence[tuple[str, str]],
+    destination: AeAddress,
+    calling_ae_title: str,
+    timeout_seconds: float,
+) -> tuple[int, int, list[str]]:
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_seconds
+    ae.connection_timeout = timeout_seconds
+    for sop_class, syntax in contexts:
+        ae.add_requested_context(sop_class, [syntax])
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
+        raise ForwardError(f"association with {destination} {reason}")
+    sent = warnings = 0
+    failures: list[str] = []
+    try:
+        accepted = _accepted_pairs(assoc)
+        for path, sop_class, syntax in files:
+            if (sop_class, syntax) not in accepted:
+                failures.append(f"{path.name}: {destination} does not accept SOP class {sop_class} in {syntax}")
+                continue
+            response = assoc.send_c_store(path)
+            status = response.get("Status") if response else None
+            if status is None:
+                failures.append(f"{path.name}: no response (association lost or timed out)")
+                if not assoc.is_established:
+                    break
+                continue
+            category = code_to_category(int(status))
+            if category == STATUS_SUCCESS:
+                sent += 1
+            elif category == STATUS_WARNING:
+                sent += 1
+                warnings += 1
+            else:
+                failures.append(f"{path.name}: status 0x{int(status):04X} ({category})")
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return sent, warnings, failures
+
+
+def _accepted_pairs(assoc: Association) -> set[tuple[str, str]]:
+    return {(str(context.abstract_syntax), str(context.transfer_syntax[0])) for context in assoc.accepted_contexts}

@@ -1,0 +1,598 @@
+"""Write-back of a study's labels into its DICOM files, and forwarding of the result, as queued jobs.
+
+"writeback" (payload study_instance_uid, study_label_id, optionally withdrawn):
+per the [writeback] switches, rewrites every stored instance of the study with
+the NEUROLABEL private block (atomically; files already carrying the same
+labels are left alone), writes the study's SR (replacing the previous one:
+one SR file and `instances` row per study, the new SR listing the old one as
+its predecessor), records a `writebacks` row and an audit event, and queues
+one "forward" job per destination of [writeback] forward_to.
+
+Withdrawal (labels cancelled): the private block is rewritten to status
+WITHDRAWN without label bits or probabilities, and the SR is replaced by a
+withdrawal SR, so that downstream systems holding the old objects receive
+the retraction when the study is forwarded again.
+
+"forward" (payload destination, study_instance_uid, study_label_id): C-STORE
+of the study's files as they are on disk (tagged instances, then its SR) to
+the destination, each in its own transfer syntax; a failure raises, and the
+runner retries it with backoff.
+
+A labels row that is no longer the study's current one is not written (the
+job of the newer row writes); write-backs of one study run one at a time in
+this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import io
+import logging
+import os
+import threading
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pydicom
+import sqlalchemy as sa
+from pydicom.dataset import Dataset
+from sqlalchemy import Connection
+
+from daemon.audit import trail
+from daemon.config import AeAddress, Config, parse_ae_address
+from daemon.dicom.forward import ForwardError, send_files
+from daemon.dicom.private_tags import apply_label_tags, apply_withdrawn_tags, as_utc, carries_labels
+from daemon.dicom.sr import (
+    COMPREHENSIVE_SR_SOP_CLASS,
+    SERIES_DESCRIPTION,
+    SR_SERIES_NUMBER,
+    build_label_sr,
+    sr_identity,
+)
+from daemon.dicom.storage import sync_directory
+from daemon.dicom.uids import instance_path
+from daemon.labels import LabelRecord
+from daemon.store import queue
+from daemon.store.database import Database
+from daemon.store.queue import Job
+from daemon.store.schema import instances, series, studies, study_labels, writebacks
+from daemon.work.runner import Handler, JobFailed
+
+if TYPE_CHECKING:
+    from daemon.app import Services
+
+log = logging.getLogger("neurolabel.writeback")
+
+WRITEBACK = "writeback"
+FORWARD = "forward"
+ACTION_LABELS = "labels"
+ACTION_WITHDRAWN = "withdrawn"
+LOCK_STRIPES = 64
+
+
+@dataclass(frozen=True)
+class WritebackResult:
+    study_instance_uid: str
+    study_label_id: int
+    action: str
+    skipped: str = ""  # why nothing was written ("" when written)
+    tagged: int = 0
+    unchanged: int = 0
+    sr_sop_instance_uid: str | None = None
+    replaced_sr_sop_instance_uid: str | None = None
+    forward_jobs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ForwardResult:
+    destination: str
+    sent: int
+    warnings: int
+
+
+@dataclass
+class StudyLocks:
+    """Striped locks: write-backs of one study never overlap in this process (bounded memory)."""
+
+    stripes: list[threading.Lock] = field(default_factory=lambda: [threading.Lock() for _ in range(LOCK_STRIPES)])
+
+    def of(self, study_instance_uid: str) -> threading.Lock:
+        return self.stripes[zlib.crc32(study_instance_uid.encode()) % len(self.stripes)]
+
+
+# --- job handlers ---------------------------------------------------------------------
+
+
+def writeback_handlers(services: Services) -> dict[str, Handler]:
+    """{"writeback": ..., "forward": ...} for the JobRunner; each runs its blocking work in a thread."""
+    locks = StudyLocks()
+
+    async def handle_writeback(job: Job) -> None:
+        await asyncio.to_thread(run_writeback_job, services, job, locks)
+
+    async def handle_forward(job: Job) -> None:
+        await asyncio.to_thread(run_forward_job, services, job)
+
+    return {WRITEBACK: handle_writeback, FORWARD: handle_forward}
+
+
+def run_writeback_job(services: Services, job: Job, locks: StudyLocks | None = None) -> WritebackResult:
+    payload = job.payload
+    try:
+        study_uid = str(payload["study_instance_uid"])
+        label_id = int(payload["study_label_id"])
+    except (KeyError, TypeError, ValueError):
+        raise JobFailed(f"writeback payload needs study_instance_uid and study_label_id, got {dict(payload)}") from None
+    withdrawn = bool(payload.get("withdrawn", False))
+    lock = (locks or StudyLocks()).of(study_uid)
+    with lock:
+        result = write_back(
+            services.config, services.database, study_uid, label_id, withdrawn=withdrawn, actor=services.instance_name
+        )
+    if result.forward_jobs:
+        services.work_signal.notify(FORWARD)
+    return result
+
+
+def run_forward_job(services: Services, job: Job) -> ForwardResult:
+    payload = job.payload
+    try:
+        destination = parse_ae_address("forward destination", str(payload["destination"]))
+        study_uid = str(payload["study_instance_uid"])
+    except Exception as exc:  # noqa: BLE001 - a malformed payload cannot succeed later
+        raise JobFailed(f"bad forward payload {dict(payload)}: {exc}") from None
+    return forward_study(
+        services.config,
+        services.database,
+        study_uid,
+        destination,
+        study_label_id=payload.get("study_label_id"),
+        actor=services.config.writeback.calling_ae_title,
+    )
+
+
+# --- write-back -----------------------------------------------------------------------
+
+
+def write_back(
+    config: Config,
+    database: Database,
+    study_instance_uid: str,
+    study_label_id: int,
+    *,
+    withdrawn: bool = False,
+    actor: str | None = None,
+) -> WritebackResult:
+    """Write the labels row `study_label_id` (or its withdrawal) into the study's files, SR and queue forwards."""
+    started = time.perf_counter()
+    started_at = dt.datetime.now(dt.timezone.utc)
+    action = ACTION_WITHDRAWN if withdrawn else ACTION_LABELS
+    settings = config.writeback
+    storage = config.storage.path
+    with database.connect() as connection:
+        label_row = connection.execute(sa.select(study_labels).where(study_labels.c.id == study_label_id)).first()
+        if label_row is None:
+            raise JobFailed(f"labels row {study_label_id} does not exist")
+        if label_row.study_instance_uid != study_instance_uid:
+            raise JobFailed(f"labels row {study_label_id} belongs to another study")
+        stale = _stale_reason(connection, label_row, withdrawn)
+        stored = connection.execute(
+            sa.select(instances.c.id, instances.c.sop_instance_uid, instances.c.path)
+            .where(instances.c.study_instance_uid == study_instance_uid, instances.c.generated.is_(False))
+            .order_by(instances.c.id)
+        ).all()
+        previous_sr = _current_sr(connection, study_instance_uid)
+    if stale:
+        log.info("writeback study %s labels %d skipped: %s", study_instance_uid, study_label_id, stale)
+        return WritebackResult(study_instance_uid, study_label_id, action, skipped=stale)
+    if not stored:
+        raise RuntimeError(f"study {study_instance_uid} has no stored instances yet")
+
+    record = label_record(label_row)
+    withdrawn_at = as_utc(label_row.superseded_at or started_at) if withdrawn else None
+    tagged, unchanged, sizes, evidence = _tag_instances(
+        storage, stored, record, withdrawn_at, write=settings.private_tags
+    )
+
+    sr_written: _WrittenSr | None = None
+    if settings.structured_report:
+        sr_written = _write_sr(storage, record, study_label_id, evidence, previous_sr, withdrawn_at)
+
+    destinations = [parse_ae_address("writeback.forward_to", text) for text in settings.forward_to]
+    forward_keys: list[str] = []
+    with database.begin() as connection:
+        # The labels may have changed while the files were written: do not record (or forward) a stale state;
+        # the newer row's write-back rewrites the files.
+        label_row = connection.execute(sa.select(study_labels).where(study_labels.c.id == study_label_id)).first()
+        stale = _stale_reason(connection, label_row, withdrawn) if label_row is not None else "labels row deleted"
+        if stale:
+            log.info("writeback study %s labels %d became stale: %s", study_instance_uid, study_label_id, stale)
+            return WritebackResult(study_instance_uid, study_label_id, action, skipped=stale)
+        for instance_id, size in sizes.items():
+            connection.execute(instances.update().where(instances.c.id == instance_id).values(size_bytes=size))
+        if sr_written is not None:
+            _record_sr(connection, study_instance_uid, sr_written, previous_sr)
+        for destination in destinations:
+            key = f"{destination}|{study_instance_uid}|{study_label_id}|{action}"
+            queue.enqueue(
+                connection,
+                FORWARD,
+                key,
+                {
+                    "destination": str(destination),
+                    "study_instance_uid": study_instance_uid,
+                    "study_label_id": study_label_id,
+                    "withdrawn": withdrawn,
+                },
+            )
+            forward_keys.append(key)
+        finished_at = dt.datetime.now(dt.timezone.utc)
+        connection.execute(
+            writebacks.insert().values(
+                study_instance_uid=study_instance_uid,
+                study_label_id=study_label_id,
+                action=action,
+                state="done",
+                instances_tagged=tagged,
+                instances_unchanged=unchanged,
+                sr_sop_instance_uid=sr_written.sop_instance_uid if sr_written else None,
+                sr_series_instance_uid=sr_written.series_instance_uid if sr_written else None,
+                replaced_sr_sop_instance_uid=sr_written.replaced if sr_written else None,
+                forwarded_to=[str(destination) for destination in destinations],
+                started_at=started_at,
+                finished_at=finished_at,
+            )
+        )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        trail.record(
+            connection,
+            f"writeback.{action}",
+            trail.SUCCESS,
+            actor=actor,
+            identifiers={
+                "study_instance_uid": study_instance_uid,
+                "study_label_id": study_label_id,
+                "accession_number": record.accession_number,
+                "sr_sop_instance_uid": sr_written.sop_instance_uid if sr_written else None,
+            },
+            duration_ms=elapsed_ms,
+            detail=f"{tagged} instance(s) tagged, {unchanged} unchanged"
+            + (f"; SR replaces {sr_written.replaced}" if sr_written and sr_written.replaced else "")
+            + (f"; forward to {', '.join(map(str, destinations))}" if destinations else ""),
+        )
+    if sr_written is not None and sr_written.stale_file is not None:
+        _remove_quietly(sr_written.stale_file)
+    log.info(
+        "writeback study %s labels %d %s: %d tagged, %d unchanged, SR %s, %d forward(s) in %.0f ms",
+        study_instance_uid, study_label_id, action, tagged, unchanged,
+        sr_written.sop_instance_uid if sr_written else "off", len(forward_keys), elapsed_ms,
+    )
+    return WritebackResult(
+        study_instance_uid,
+        study_label_id,
+        action,
+        tagged=tagged,
+        unchanged=unchanged,
+        sr_sop_instance_uid=sr_written.sop_instance_uid if sr_written else None,
+        replaced_sr_sop_instance_uid=sr_written.replaced if sr_written else None,
+        forward_jobs=tuple(forward_keys),
+    )
+
+
+def label_record(row: Any) -> LabelRecord:
+    """A study_labels row as a LabelRecord."""
+    return LabelRecord(
+        study_instance_uid=row.study_instance_uid,
+        accession_number=row.accession_number,
+        labels=dict(row.labels),
+        probabilities={key: float(value) for key, value in dict(row.probabilities).items()},
+        model=row.model,
+        labelled_at=as_utc(row.labelled_at),
+        report_id=row.report_id,
+    )
+
+
+def _stale_reason(connection: Connection, row: Any, withdrawn: bool) -> str:
+    """"" when the row is still what the study should carry; else why not."""
+    if not withdrawn:
+        return "" if row.current else f"labels row {row.id} is no longer current ({row.superseded_reason})"
+    if row.current:
+        return f"labels row {row.id} is current, not withdrawn"
+    newer = connection.execute(
+        sa.select(study_labels.c.id).where(
+            study_labels.c.study_instance_uid == row.study_instance_uid, study_labels.c.current.is_(True)
+        )
+    ).first()
+    return f"labels row {newer.id} is current now" if newer is not None else ""
+
+
+def _tag_instances(
+    storage: Path,
+    stored: Sequence[Any],
+    record: LabelRecord,
+    withdrawn_at: dt.datetime | None,
+    *,
+    write: bool,
+) -> tuple[int, int, dict[int, int], list[Dataset]]:
+    """Rewrite each file that does not carry the labels yet; returns (tagged, unchanged, new sizes, evidence)."""
+    tagged = unchanged = 0
+    sizes: dict[int, int] = {}
+    evidence: list[Dataset] = []
+    for row in stored:
+        path = storage / row.path
+        if not write:
+            evidence.append(_evidence(pydicom.dcmread(path, stop_before_pixels=True), full=not evidence))
+            continue
+        dataset = pydicom.dcmread(path)
+        if carries_labels(dataset, record, withdrawn_at=withdrawn_at):
+            unchanged += 1
+        else:
+            if withdrawn_at is not None:
+                apply_withdrawn_tags(dataset, record, withdrawn_at)
+            else:
+                apply_label_tags(dataset, record)
+            sizes[row.id] = retag_file(path, dataset)
+            tagged += 1
+        evidence.append(_evidence(dataset, full=not evidence))
+    return tagged, unchanged, sizes, evidence
+
+
+def retag_file(path: Path, dataset: Dataset) -> int:
+    """Write `dataset` over `path` atomically, encoded like the original (pixel data bytes untouched)."""
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    data = buffer.getvalue()
+    atomic_write(path, data)
+    return len(data)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename over `path`, fsync the folder.
+
+    Not the intake's `.incoming` folder: the DICOM listener empties that when it starts, which may be while a
+    write-back runs.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+    sync_directory(path.parent)
+
+
+_EVIDENCE_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+
+
+def _evidence(dataset: Dataset, *, full: bool) -> Dataset:
+    """What the SR needs of an instance: every attribute but pixel data for the first, UIDs for the rest."""
+    result = Dataset()
+    if full:
+        for element in dataset:
+            if element.tag.group < 0x7FE0 and not element.tag.is_private:
+                result.add(element)
+        return result
+    for keyword in _EVIDENCE_KEYWORDS:
+        setattr(result, keyword, dataset[keyword].value)
+    return result
+
+
+# --- the SR ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _PreviousSr:
+    instance_id: int
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    path: str
+    instance_number: int
+
+
+@dataclass(frozen=True)
+class _WrittenSr:
+    sop_instance_uid: str
+    series_instance_uid: str
+    instance_number: int
+    relative_path: str
+    size: int
+    replaced: str | None
+    stale_file: Path | None
+
+
+def _current_sr(connection: Connection, study_instance_uid: str) -> _PreviousSr | None:
+    row = connection.execute(
+        sa.select(
+            instances.c.id,
+            instances.c.sop_instance_uid,
+            instances.c.sop_class_uid,
+            instances.c.path,
+            instances.c.instance_number,
+            series.c.series_instance_uid,
+        )
+        .join(series, series.c.id == instances.c.series_ref)
+        .where(instances.c.study_instance_uid == study_instance_uid, instances.c.generated.is_(True))
+        .order_by(instances.c.id.desc())
+    ).first()
+    if row is None:
+        return None
+    return _PreviousSr(
+        row.id, row.sop_instance_uid, row.sop_class_uid, row.series_instance_uid, row.path, row.instance_number or 1
+    )
+
+
+def _write_sr(
+    storage: Path,
+    record: LabelRecord,
+    study_label_id: int,
+    evidence: Sequence[Dataset],
+    previous: _PreviousSr | None,
+    withdrawn_at: dt.datetime | None,
+) -> _WrittenSr:
+    identity = sr_identity(
+        record.study_instance_uid,
+        study_label_id,
+        withdrawn=withdrawn_at is not None,
+        evidence_uids=[str(item.SOPInstanceUID) for item in evidence],
+    )
+    if previous is not None:
+        replacing = previous.sop_instance_uid != identity.sop_instance_uid
+        number = previous.instance_number + 1 if replacing else previous.instance_number
+        identity = dataclasses.replace(identity, instance_number=number)
+    previous_versions: list[Dataset] = []
+    replaced = None
+    if previous is not None and previous.sop_instance_uid != identity.sop_instance_uid:
+        item = Dataset()
+        item.SOPClassUID = previous.sop_class_uid
+        item.SOPInstanceUID = previous.sop_instance_uid
+        item.StudyInstanceUID = record.study_instance_uid
+        item.SeriesInstanceUID = previous.series_instance_uid
+        previous_versions.append(item)
+        replaced = previous.sop_instance_uid
+    sr = build_label_sr(record, evidence, identity, previous_versions=previous_versions, withdrawn_at=withdrawn_at)
+    buffer = io.BytesIO()
+    sr.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    relative = str(instance_path(record.study_instance_uid, identity.series_instance_uid, identity.sop_instance_uid))
+    path = storage / relative
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sync_directory(path.parent.parent)
+    atomic_write(path, data)
+    stale_file = storage / previous.path if previous is not None and previous.path != relative else None
+    return _WrittenSr(
+        identity.sop_instance_uid,
+        identity.series_instance_uid,
+        identity.instance_number,
+        relative,
+        len(data),
+        replaced,
+        stale_file,
+    )
+
+
+def _record_sr(connection: Connection, study_instance_uid: str, written: _WrittenSr, previous: _PreviousSr | None) -> None:
+    """One `instances` row (generated) for the study's current SR, in the neurolabel SR series."""
+    study = connection.execute(sa.select(studies.c.id).where(studies.c.study_instance_uid == study_instance_uid)).first()
+    if study is None:
+        raise RuntimeError(f"study {study_instance_uid} has instances but no studies row")
+    series_row = connection.execute(
+        sa.select(series.c.id).where(series.c.series_instance_uid == written.series_instance_uid)
+    ).first()
+    if series_row is None:
+        series_id = connection.execute(
+            series.insert().values(
+                series_instance_uid=written.series_instance_uid,
+                study_ref=study.id,
+                modality="SR",
+                series_number=SR_SERIES_NUMBER,
+                series_description=SERIES_DESCRIPTION,
+                instance_count=1,
+            )
+        ).inserted_primary_key[0]
+    else:
+        series_id = series_row.id
+    if previous is not None and previous.sop_instance_uid != written.sop_instance_uid:
+        connection.execute(instances.delete().where(instances.c.id == previous.instance_id))
+    values = {
+        "sop_class_uid": COMPREHENSIVE_SR_SOP_CLASS,
+        "series_ref": series_id,
+        "study_instance_uid": study_instance_uid,
+        "instance_number": written.instance_number,
+        "transfer_syntax_uid": pydicom.uid.ExplicitVRLittleEndian,
+        "path": written.relative_path,
+        "size_bytes": written.size,
+        "received_at": dt.datetime.now(dt.timezone.utc),
+        "generated": True,
+    }
+    updated = connection.execute(
+        instances.update().where(instances.c.sop_instance_uid == written.sop_instance_uid).values(**values)
+    )
+    if not updated.rowcount:
+        connection.execute(instances.insert().values(sop_instance_uid=written.sop_instance_uid, **values))
+    connection.execute(series.update().where(series.c.id == series_id).values(instance_count=1))
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove %s: %s", path, exc.strerror)
+
+
+# --- forwarding -----------------------------------------------------------------------
+
+
+def forward_study(
+    config: Config,
+    database: Database,
+    study_instance_uid: str,
+    destination: AeAddress,
+    *,
+    study_label_id: object = None,
+    actor: str | None = None,
+) -> ForwardResult:
+    """C-STORE the study's files (instances first, then the SR) to `destination`; raise ForwardError on failure."""
+    started = time.perf_counter()
+    with database.connect() as connection:
+        rows = connection.execute(
+            sa.select(instances.c.sop_class_uid, instances.c.transfer_syntax_uid, instances.c.path)
+            .where(instances.c.study_instance_uid == study_instance_uid)
+            .order_by(instances.c.generated, instances.c.id)
+        ).all()
+    files = [(config.storage.path / row.path, row.sop_class_uid, row.transfer_syntax_uid) for row in rows]
+    identifiers: Mapping[str, object] = {
+        "study_instance_uid": study_instance_uid,
+        "destination": str(destination),
+        "study_label_id": study_label_id,
+    }
+    try:
+        if not files:
+            raise ForwardError(f"study {study_instance_uid} has no stored files")
+        outcome = send_files(
+            files,
+            destination,
+            calling_ae_title=config.writeback.calling_ae_title,
+            timeout_seconds=config.writeback.forward_timeout_seconds,
+        )
+    except Exception as exc:
+        with database.begin() as connection:
+            trail.record(
+                connection,
+                "writeback.forward",
+                trail.FAILURE,
+                actor=actor,
+                identifiers=identifiers,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                detail=str(exc),
+            )
+        raise
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    with database.begin() as connection:
+        trail.record(
+            connection,
+            "writeback.forward",
+            trail.SUCCESS,
+            actor=actor,
+            identifiers=identifiers,
+            duration_ms=elapsed_ms,
+            detail=f"{outcome.sent} object(s) stored" + (f", {outcome.warnings} with warnings" if outcome.warnings else ""),
+        )
+    log.info(
+        "forward study %s to %s: %d object(s) in %.0f ms", study_instance_uid, destination, outcome.sent, elapsed_ms
+    )
+    return ForwardResult(str(destination), outcome.sent, outcome.warnings)
+
