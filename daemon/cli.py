@@ -250,21 +250,6 @@ def _inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _inspect(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from daemon.dicom.inspect import NoLabels, NotReadable, inspect_file
-
-    try:
-        output = inspect_file(Path(args.file))
-    except NotReadable as exc:
-        raise UsageError(str(exc)) from None
-    except NoLabels as exc:
-        raise CommandFailed(str(exc)) from None
-    print(json.dumps(output))
-    return EXIT_OK
-
-
 # --- parser ---------------------------------------------------------------------
 
 
@@ -336,9 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
                           help="score with a `neurolabel classify` output file, joined by id")
     evaluate.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-
-    inspect = command("inspect", _inspect, "show the labels a DICOM file carries (private tags or SR) as JSON")
-    inspect.add_argument("file", metavar="FILE.dcm", help="a DICOM file (a tagged instance or neurolabel's SR)")
 
     inspect = command("inspect", _inspect, "show the labels a DICOM file carries (private tags or SR) as JSON")
     inspect.add_argument("file", metavar="FILE.dcm", help="a DICOM file (a tagged instance or neurolabel's SR)")
