@@ -346,8 +346,20 @@ def _plan_report(rng: random.Random) -> _Plan:
     for item in plan.present:
         for category in item.finding.cats or ("abnormal",):
             if rng.random() < 0.25 and len(plan.questions) < 2:
-                plan.questions.append(rng.choice(P.QUESTIONS[category]))
+                plan.questions.append(_question(rng, category))
     return plan
+
+
+def _question(rng: random.Random, key: str) -> str:
+    """A clinical question or history line that names a label (unconfirmed by itself)."""
+    roll = rng.random()
+    if roll < 0.4:
+        return rng.choice(P.QUESTIONS[key])
+    if roll < 0.55:
+        term = rng.choice(P.KNOWN_TERMS[key])
+        return rng.choice(P.KNOWN_TEMPLATES).format(t=term)
+    term = rng.choice(P.QUESTION_TERMS[key])
+    return rng.choice(P.QUESTION_TEMPLATES).format(t=term, T=_cap(term))
 
 
 def _labels_of(plan: _Plan) -> dict[str, int]:
@@ -374,7 +386,7 @@ def _finding_sentence(rng: random.Random, item: _Present, with_dx: bool) -> str:
     if item.hedged:
         if rng.random() < 0.5:
             return desc[:-1] + _fmt(rng.choice(P.INLINE_HEDGES), slots, dx)
-        return desc + " " + _fmt(rng.choice(P.HEDGED_LINKERS), slots, dx)
+        return desc + " " + _fmt(rng.choice(P.HEDGED_LINKERS + P.MORE_HEDGES), slots, dx)
     if not with_dx and rng.random() < 0.75:
         return desc
     roll = rng.random()
@@ -395,7 +407,7 @@ def _course_sentence(rng: random.Random, item: _Present) -> str:
 def _conclusion_item(rng: random.Random, item: _Present) -> str:
     slots, dx = item.slots, item.dx
     if item.hedged:
-        return _fmt(rng.choice(P.CONCLUSION_HEDGES), slots, dx)
+        return _fmt(rng.choice(P.CONCLUSION_HEDGES + P.MORE_HEDGES), slots, dx)
     if item.course and rng.random() < 0.6:
         return _cap(f"{rng.choice(P.COURSE_ADJECTIVES[item.course])} {dx}.")
     text = _cap(dx) + "."
@@ -411,8 +423,10 @@ def _negative_sentence(rng: random.Random, plan: _Plan, key: str, kind: str) -> 
         text = _cap(rng.choice(P.REFUTED[key]).format_map(slots))
     elif kind == "resolved":
         text = _cap(rng.choice(P.RESOLVED[key]).format_map(slots))
-    else:
+    elif rng.random() < 0.5:
         text = rng.choice(P.NEGATIONS[key])
+    else:
+        text = _negation(rng, rng.choice(P.NEGATABLE_TERMS[key]))
     if concepts_of(text) & plan.asserted():
         return None
     region = "general"
@@ -422,6 +436,35 @@ def _negative_sentence(rng: random.Random, plan: _Plan, key: str, kind: str) -> 
             region = candidate
             break
     return region, text
+
+
+def _negation(rng: random.Random, term: str) -> str:
+    return _cap(rng.choice(P.NEGATION_TEMPLATES).format(t=term, T=_cap(term)))
+
+
+def _list_negation(rng: random.Random, plan: _Plan) -> tuple[str, list[str]] | None:
+    """"No {a}, {b} or {c}." over labels that are 0 (and things outside the categories); None if none fit."""
+    labels = _labels_of(plan)
+    asserted = plan.asserted()
+    keys = [key for key in CATEGORY_KEYS if not labels[key]] + ["abnormal", "abnormal"]
+    rng.shuffle(keys)
+    chosen: list[tuple[str, str]] = []
+    for key in keys:
+        term = rng.choice(P.NEGATABLE_TERMS[key])
+        if concepts_of(term) & asserted or any(term == t for _, t in chosen):
+            continue
+        chosen.append((key, term))
+        if len(chosen) == 3:
+            break
+    if len(chosen) < 2:
+        return None
+    template = rng.choice(P.LIST_NEGATION_TEMPLATES)
+    a, b = chosen[0][1], chosen[1][1]
+    c = chosen[2][1] if len(chosen) > 2 else chosen[1][1]
+    if "{c}" not in template:
+        chosen = chosen[:2]
+    text = _cap(template.format(a=a, b=b, c=c, A=_cap(a)))
+    return text, [key for key, _ in chosen if key != "abnormal"]
 
 
 def _write_findings(rng: random.Random, plan: _Plan, has_conclusion: bool) -> None:
@@ -438,6 +481,16 @@ def _write_findings(rng: random.Random, plan: _Plan, has_conclusion: bool) -> No
         sentence = _negative_sentence(rng, plan, key, kind)
         if sentence and sentence[1] not in {text for _, text in plan.background}:
             plan.background.append(sentence)
+    if rng.random() < 0.3:
+        listed = _list_negation(rng, plan)
+        if listed:
+            text, keys = listed
+            plan.background.append(("general", text))
+            plan.negatives.extend((key, "negated") for key in keys if (key, "negated") not in plan.negatives)
+    if rng.random() < 0.15:
+        plan.background.append(("general", rng.choice(P.QUALITY_STATEMENTS)))
+    if plan.age < 4 and rng.random() < 0.7:
+        plan.background.append(("white_matter", rng.choice(P.PAEDIATRIC_STATEMENTS)))
     if rng.random() < 0.3:
         rng.shuffle(plan.lead)
 
@@ -471,7 +524,7 @@ def _clinical_line(rng: random.Random, plan: _Plan) -> str:
     questions = list(plan.questions)
     for key, kind in plan.negatives:
         if kind == "question":
-            questions.append(rng.choice(P.QUESTIONS[key]))
+            questions.append(_question(rng, key))
     slots = Slots(rng)
     questions = [_cap(q.format_map(slots)) for q in questions]
     if not questions or rng.random() < 0.4:
@@ -496,7 +549,9 @@ def _clinical_line(rng: random.Random, plan: _Plan) -> str:
 def _add_fillers(rng: random.Random, plan: _Plan, target_words: int, current_words: Callable[[], int]) -> None:
     regions = list(P.NORMAL_STATEMENTS)
     rng.shuffle(regions)
-    regions += regions  # a long report says two things about some regions
+    # A long report says two things about the main regions.
+    regions += [r for r in regions if r in ("parenchyma", "white_matter", "ventricles", "extra_axial",
+                                            "posterior_fossa", "vascular", "skull")]
     used: set[str] = set()
     asserted = plan.asserted()
     for region in regions:
@@ -560,8 +615,13 @@ def _render_sections(rng: random.Random, plan: _Plan, clinical: str, us_style: b
         block("comparison", rng.choice(P.COMPARISON_NONE))
     sentences = [s for _, s in plan.sentences()]
     paragraph_break = "\n" if rng.random() < 0.4 else " "
-    block("findings", paragraph_break.join(sentences))
-    block("conclusion", _numbered(rng, plan.conclusion) if us_style or rng.random() < 0.5 else " ".join(plan.conclusion))
+    conclusion = _numbered(rng, plan.conclusion) if us_style or rng.random() < 0.5 else " ".join(plan.conclusion)
+    if rng.random() < 0.1:  # impression first, then the findings
+        block("conclusion", conclusion)
+        block("findings", paragraph_break.join(sentences))
+    else:
+        block("findings", paragraph_break.join(sentences))
+        block("conclusion", conclusion)
     _tail(rng, plan, blocks)
     return "\n\n".join(blocks) if rng.random() < 0.6 else "\n".join(blocks)
 
@@ -633,7 +693,9 @@ def _render_brief(rng: random.Random, plan: _Plan, clinical: str) -> str:
 
 def _tail(rng: random.Random, plan: _Plan, blocks: list[str]) -> None:
     if plan.present and rng.random() < 0.2:
-        blocks.append(rng.choice(P.RECOMMENDATIONS))
+        cats = [c for item in plan.present for c in item.finding.cats] or ["abnormal"]
+        options = P.RECOMMENDATIONS_BY_LABEL[rng.choice(cats)]
+        blocks.append(rng.choice(options if rng.random() < 0.8 else P.RECOMMENDATIONS))
     if rng.random() < 0.3:
         blocks.append(rng.choice(P.SIGNOFFS).format_map(Slots(rng)))
 
@@ -715,7 +777,20 @@ def _add_typos(rng: random.Random, text: str, count: int) -> str:
     return "".join(tokens)
 
 
+def _paraphrase(rng: random.Random, text: str, p: float) -> str:
+    for pattern, alternatives in P.SYNONYMS:
+        def swap(match: re.Match[str]) -> str:
+            if rng.random() >= p:
+                return match.group(0)
+            choice = rng.choice(alternatives)
+            return _cap(choice) if match.group(0)[:1].isupper() else choice
+        text = re.sub(pattern, swap, text, flags=re.IGNORECASE)
+    return text
+
+
 def _surface(rng: random.Random, plan: _Plan, text: str) -> str:
+    if rng.random() < 0.7:
+        text = _paraphrase(rng, text, 0.35)
     if plan.us:
         for old, new in _US_SPELLING:
             text = text.replace(old, new)

@@ -135,7 +135,7 @@ NEGATIONS: dict[str, tuple[str, ...]] = {
 
 # Short denials for a conclusion, per label.
 CONCLUSION_NEGATIONS: dict[str, tuple[str, ...]] = {
-    "acute_stroke": ("No acute infarct.", "No evidence of acute stroke.", "No acute ischaemia.", "No infarct."),
+    "acute_stroke": ("No acute infarct.", "No evidence of acute stroke.", "No acute ischaemia.", "No recent infarct."),
     "mass": ("No mass lesion.", "No evidence of intracranial metastases.", "No tumour.", "No space-occupying lesion."),
     "atrophy": ("No atrophy.", "Brain volume normal for age.", "No disproportionate atrophy."),
     "vascular": ("No aneurysm or vascular malformation.", "No venous sinus thrombosis.", "No vascular abnormality."),
@@ -553,11 +553,9 @@ OTHERWISE_NORMAL: tuple[str, ...] = (
 )
 
 RECOMMENDATIONS: tuple[str, ...] = (
-    "Suggest clinical correlation.", "Recommend follow-up MRI in 6 months.", "Suggest neurosurgical referral.",
-    "Suggest discussion at the neuro-oncology MDT.", "Suggest discussion at the neurovascular MDT.",
-    "Recommend correlation with CSF analysis.", "Findings discussed with the referring team by telephone.",
-    "Urgent findings communicated to the stroke team at 14:32.", "Referral to the neurology team is advised.",
-    "Follow-up imaging in 12 months is suggested.", "Recommend contrast-enhanced study.",
+    "Suggest clinical correlation.", "Recommend follow-up MRI in 6 months.",
+    "Findings discussed with the referring team by telephone.", "Follow-up imaging in 12 months is suggested.",
+    "Recommend contrast-enhanced study.", "Clinical correlation is advised.",
 )
 
 SIGNOFFS: tuple[str, ...] = (
@@ -589,4 +587,187 @@ HEADINGS: dict[str, tuple[str, ...]] = {
 MONTHS: tuple[str, ...] = (
     "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
     "November", "December",
+)
+
+# --- generic negation and question wording over per-label terms -------------------------------
+
+# Noun phrases naming what a label means, for "No {t}." and list negations ("No {a}, {b} or {c}.").
+NEGATABLE_TERMS: dict[str, tuple[str, ...]] = {
+    "acute_stroke": (
+        "acute infarct", "acute infarction", "acute ischaemia", "acute stroke", "recent infarct",
+        "acute ischaemic stroke", "restricted diffusion", "diffusion restriction", "acute territorial infarct",
+        "acute lacunar infarct", "acute ischaemic change", "recent ischaemic event", "acute cortical infarct",
+    ),
+    "mass": (
+        "mass lesion", "space-occupying lesion", "intracranial mass", "tumour", "neoplasm", "metastases",
+        "metastatic disease", "enhancing lesion", "vestibular schwannoma", "SOL", "focal mass", "intracranial neoplasm",
+        "intra-axial or extra-axial mass", "cerebellopontine angle mass", "pituitary macroadenoma",
+        "residual or recurrent tumour", "suspicious enhancing lesion", "intracranial metastases",
+    ),
+    "atrophy": (
+        "atrophy", "cerebral atrophy", "volume loss", "hippocampal atrophy", "focal atrophy", "disproportionate atrophy",
+        "cerebellar atrophy", "generalised volume loss", "lobar atrophy", "mesial temporal atrophy",
+        "parenchymal volume loss",
+    ),
+    "vascular": (
+        "aneurysm", "vascular malformation", "AVM", "arteriovenous malformation", "cavernoma",
+        "venous sinus thrombosis", "dural venous sinus thrombosis", "arterial dissection", "dissection",
+        "significant stenosis", "large vessel occlusion", "dural AV fistula", "intracranial aneurysm",
+        "flow-limiting stenosis", "cavernous malformation", "vascular abnormality",
+    ),
+    "small_vessel_disease": (
+        "small vessel disease", "white matter hyperintensities", "small vessel ischaemic change",
+        "microvascular ischaemic change", "lacunes", "microbleeds", "microhaemorrhages", "white matter disease",
+        "leukoaraiosis", "SVD", "WMH", "chronic small vessel change", "significant white matter change",
+    ),
+    "inflammation": (
+        "demyelination", "demyelinating lesions", "MS plaques", "features of MS", "lesions typical of multiple sclerosis",
+        "inflammatory white matter lesions", "active demyelination", "demyelinating disease",
+        "enhancing demyelinating lesions", "white matter inflammation", "features of demyelination",
+        "lesions suggestive of demyelination",
+    ),
+    "encephalomalacia": (
+        "encephalomalacia", "gliosis", "established infarct", "old infarct", "chronic infarct", "previous infarction",
+        "post-traumatic change", "old contusion", "established cortical infarct", "focal tissue loss",
+        "post-ischaemic gliosis",
+    ),
+    "abnormal": (
+        "intracranial haemorrhage", "haemorrhage", "hydrocephalus", "extra-axial collection", "subdural collection",
+        "midline shift", "mass effect", "Chiari malformation", "abnormal enhancement", "meningeal enhancement",
+        "intracranial abnormality", "structural abnormality", "blood products", "herniation",
+        "subarachnoid haemorrhage", "cortical malformation", "hippocampal sclerosis",
+    ),
+}
+
+NEGATION_TEMPLATES: tuple[str, ...] = (
+    "No {t}.", "No evidence of {t}.", "There is no {t}.", "No {t} is seen.", "No {t} identified.", "{T} is not seen.",
+    "Negative for {t}.", "{T}: none.", "There is no evidence of {t}.", "Nothing to suggest {t}.", "No features of {t}.",
+    "{T} excluded.", "{T} is excluded.", "No convincing {t}.", "No MRI evidence of {t}.", "No sign of {t}.",
+    "{T} is not demonstrated.", "{T} not identified.", "No definite {t}.", "No {t} demonstrated.", "Absence of {t}.",
+    "No imaging features of {t}.", "There are no signs of {t}.", "{T} has been excluded.", "No {t} detected.",
+    "No discernible {t}.", "No appreciable {t}.", "No {t} on this study.", "No {t} present.", "{T} - none.",
+    "No evidence for {t}.", "{T} is absent.", "Specifically, no {t}.", "In particular, no {t}.",
+    "No {t} is identified on this examination.", "There is no MRI evidence of {t}.", "{T}: not seen.",
+)
+
+LIST_NEGATION_TEMPLATES: tuple[str, ...] = (
+    "No {a}, {b} or {c}.", "No {a} or {b}.", "No evidence of {a}, {b} or {c}.", "There is no {a} or {b}.",
+    "No {a}/{b}.", "Specifically, no {a} or {b}.", "Neither {a} nor {b} is seen.", "No {a}, no {b}.",
+    "No {a}, {b}, or {c}.", "There is no evidence of {a} or {b}.", "No {a} and no {b}.", "No {a}, {b} or {c} is seen.",
+    "Negative for {a} and {b}.", "{A} and {b} are not seen.",
+)
+
+QUESTION_TERMS: dict[str, tuple[str, ...]] = {
+    "acute_stroke": ("stroke", "CVA", "TIA", "acute infarct", "posterior circulation stroke", "ischaemic event",
+                     "acute ischaemia", "lacunar stroke"),
+    "mass": ("SOL", "space occupying lesion", "tumour", "mets", "metastases", "brain tumour", "vestibular schwannoma",
+             "acoustic neuroma", "pituitary adenoma", "meningioma", "glioma", "lymphoma", "intracranial mass"),
+    "atrophy": ("dementia", "atrophy", "Alzheimer's", "FTD", "neurodegeneration", "volume loss",
+                "neurodegenerative disease"),
+    "vascular": ("aneurysm", "AVM", "dissection", "venous sinus thrombosis", "CVST", "cavernoma",
+                 "vascular malformation", "dAVF", "moyamoya", "vertebral dissection"),
+    "small_vessel_disease": ("small vessel disease", "vascular dementia", "SVD", "microvascular disease",
+                             "white matter disease", "vascular cognitive impairment"),
+    "inflammation": ("MS", "demyelination", "CIS", "NMO", "ADEM", "inflammatory process", "CNS vasculitis",
+                     "multiple sclerosis", "demyelinating disease"),
+    "encephalomalacia": ("old infarct", "sequelae of previous head injury", "post-traumatic change", "old stroke"),
+    "abnormal": ("bleed", "haemorrhage", "hydrocephalus", "NPH", "subdural", "SAH", "IIH", "raised ICP", "Chiari",
+                 "structural lesion", "MTS", "cortical dysplasia", "epileptogenic focus", "intracranial pathology"),
+}
+
+QUESTION_TEMPLATES: tuple[str, ...] = (
+    "?{t}", "? {t}", "Query {t}", "Q {t}", "R/O {t}", "Rule out {t}", "Exclude {t}", "To exclude {t}",
+    "Assess for {t}", "Evaluate for {t}", "Concern for {t}", "Suspected {t}", "{T}?", "Look for {t}",
+    "Possible {t}", "Ix for {t}", "Please exclude {t}", "Any {t}?", "Clinical suspicion of {t}", "?? {t}",
+    "Exclude underlying {t}", "Clinically {t}",
+)
+
+KNOWN_TEMPLATES: tuple[str, ...] = (
+    "Known {t}", "Background of {t}", "PMH: {t}", "Hx of {t}", "History of {t}", "Previously diagnosed {t}",
+)
+
+KNOWN_TERMS: dict[str, tuple[str, ...]] = {
+    "acute_stroke": ("stroke", "TIA"),
+    "mass": ("metastatic lung cancer", "meningioma, for surveillance", "treated glioma", "breast cancer"),
+    "atrophy": ("Alzheimer's disease", "dementia", "Parkinson's disease"),
+    "vascular": ("aneurysm, coiled", "AVM", "cavernoma"),
+    "small_vessel_disease": ("small vessel disease", "hypertension"),
+    "inflammation": ("MS", "relapsing-remitting MS", "multiple sclerosis", "NMOSD"),
+    "encephalomalacia": ("head injury", "stroke", "craniotomy"),
+    "abnormal": ("epilepsy", "VP shunt", "migraine"),
+}
+
+# More ways to raise a diagnosis without committing to it (positive under the policy).
+MORE_HEDGES: tuple[str, ...] = (
+    "Concerning for {dx}.", "Worrisome for {dx}.", "May represent {dx}.", "Raises concern for {dx}.",
+    "{Dx} is not excluded.", "{Dx} is a possibility.", "Equivocal for {dx}.", "Differential considerations include {dx}.",
+    "Consider {dx}.", "Appearances could be due to {dx}.", "{Dx} is suspected.", "{Dx} is favoured.",
+    "{Dx} is likely.", "? {dx}.", "Possibly {dx}.", "Presumed {dx}.", "Suspected {dx}.",
+)
+
+QUALITY_STATEMENTS: tuple[str, ...] = (
+    "The study is mildly degraded by patient motion.", "Limited examination due to patient movement.",
+    "Post-contrast imaging was not performed.", "Good quality study.", "Some motion artefact on the FLAIR sequence.",
+    "The patient could not tolerate the full protocol; an abbreviated study was obtained.",
+    "Images are of diagnostic quality.", "Examination performed under general anaesthetic.",
+    "Mild motion artefact limits assessment of the posterior fossa.",
+)
+
+RECOMMENDATIONS_BY_LABEL: dict[str, tuple[str, ...]] = {
+    "acute_stroke": ("Findings discussed with the stroke team.", "Urgent findings communicated to the on-call stroke "
+                     "physician.", "Recommend carotid imaging."),
+    "mass": ("Suggest discussion at the neuro-oncology MDT.", "Suggest neurosurgical referral.",
+             "Recommend staging CT of the chest, abdomen and pelvis.", "Follow-up MRI in 6 months is suggested."),
+    "vascular": ("Suggest discussion at the neurovascular MDT.", "Recommend catheter angiography.",
+                 "Follow-up MRA in 12 months."),
+    "inflammation": ("Referral to the neurology team is advised.", "Recommend correlation with CSF analysis.",
+                     "Suggest spinal cord imaging."),
+    "atrophy": ("Suggest correlation with neuropsychological assessment.", "Memory clinic follow-up."),
+    "small_vessel_disease": ("Recommend optimisation of vascular risk factors.",),
+    "encephalomalacia": ("No further imaging required.",),
+    "abnormal": ("Suggest clinical correlation.", "Findings discussed with the referring team by telephone.",
+                 "Recommend neurosurgical opinion."),
+}
+
+PAEDIATRIC_STATEMENTS: tuple[str, ...] = (
+    "Myelination is appropriate for age.", "Normal myelination for age.", "Age-appropriate myelination.",
+)
+
+# Meaning-preserving paraphrases applied to finished text: (regex, alternatives). Hedge words are only
+# swapped with hedge words, certain wording with certain wording, negations with negations.
+SYNONYMS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (r"\bhyperintensity\b", ("hyperintensity", "high signal", "hyperintense signal", "signal hyperintensity",
+                             "increased signal")),
+    (r"\bhyperintensities\b", ("hyperintensities", "foci of high signal", "hyperintense foci", "high signal foci")),
+    (r"\brestricted diffusion\b", ("restricted diffusion", "diffusion restriction", "reduced diffusivity",
+                                   "restricted diffusion (low ADC)", "true diffusion restriction")),
+    (r"\b(?:in keeping with|consistent with|compatible with)\b", ("in keeping with", "consistent with",
+                                                                    "compatible with", "typical of", "in keeping with")),
+    (r"\bmeasuring\b", ("measuring", "measuring approximately", "of approximately", "measuring up to")),
+    (r"\bidentified\b", ("identified", "seen", "demonstrated", "detected", "noted")),
+    (r"\bsuggestive of\b", ("suggestive of", "suspicious for", "concerning for", "raising the possibility of")),
+    (r"\bmultiple\b(?! sclerosis)", ("multiple", "numerous", "several", "many", "a number of")),
+    (r"\bextensive\b", ("extensive", "widespread", "marked")),
+    (r"\bAppearances are\b", ("Appearances are", "The findings are", "Features are", "Imaging appearances are")),
+    (r"\bNo evidence of\b", ("No evidence of", "No MRI evidence of", "No imaging evidence of", "No sign of",
+                             "No features of", "There is no evidence of")),
+    (r"\bunremarkable\b", ("unremarkable", "normal", "within normal limits")),
+    (r"\bsignal abnormality\b", ("signal abnormality", "signal change", "abnormal signal")),
+    (r"\bT2/FLAIR\b", ("T2/FLAIR", "T2 and FLAIR", "T2-weighted and FLAIR", "FLAIR", "T2W/FLAIR")),
+    (r"\bcompared with\b", ("compared with", "compared to", "relative to", "in comparison with")),
+    (r"\bprevious\b", ("previous", "prior")),
+    (r"\bexamination\b", ("examination", "study", "exam", "scan")),
+    (r"\bchronic small vessel ischaemic change\b", ("chronic small vessel ischaemic change",
+                                                    "chronic small vessel ischaemia",
+                                                    "chronic microvascular ischaemic change",
+                                                    "small vessel ischaemic change", "chronic small vessel disease")),
+    (r"\bgeneralised\b", ("generalised", "global", "diffuse")),
+    (r"\binfarct\b(?!ion)", ("infarct", "infarct", "infarction")),
+    (r"\bThere is (?=an? (?:area|region|focus|lesion)\b)", ("There is ", "Demonstrated is ", "Noted is ",
+                                                              "We note ", "Seen is ")),
+    (r"\bsurrounding\b", ("surrounding", "adjacent", "perilesional")),
+    (r"\bvasogenic oedema\b", ("vasogenic oedema", "oedema", "white matter oedema")),
+    (r"\bwithin normal limits\b", ("within normal limits", "normal", "WNL")),
+    (r"\bis noted\b", ("is noted", "is seen", "is present", "is demonstrated")),
+    (r"\bin size\b", ("in size", "in dimension")),
 )
