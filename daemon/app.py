@@ -95,12 +95,16 @@ def component_factories() -> Sequence[ComponentFactory]:
     from daemon.inference.component import build_triton_component
     from daemon.ops.http import build_http_endpoint
     from daemon.store.leases import build_lease_keeper
+    from daemon.work.component import build_job_runner
+    from daemon.work.scheduler import build_scheduler
 
     factories: list[ComponentFactory] = [
         # before the workers and stopped after them: their job leases stay fresh while they drain
         build_lease_keeper,
         build_triton_component,
-        # workers, then the scheduler, then the listeners (last: nothing is accepted before it can be stored)
+        build_job_runner,
+        build_scheduler,
+        # the listeners last: nothing is accepted before it can be stored
         build_http_endpoint,
     ]
     return factories

@@ -184,6 +184,52 @@ def _relabel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daemon.work.export import ExportUnavailable, export
+
+    database = _database(_config(args))
+    try:
+        count = export(database, args.format, Path(args.output) if args.output else None, all_history=args.all_history)
+    except ExportUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        database.dispose()
+    if args.output:
+        print(f"{count} labelled stud{'y' if count == 1 else 'ies'} written to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _relabel(args: argparse.Namespace) -> int:
+    import asyncio
+    import datetime as dt
+
+    from daemon.work.relabel import Selection, run_relabel
+
+    try:
+        since = dt.datetime.fromisoformat(args.since) if args.since else None
+    except ValueError:
+        raise UsageError(f"--since: {args.since!r} is not a date (YYYY-MM-DD) or ISO date-time") from None
+    if since is not None and since.tzinfo is None:
+        since = since.astimezone()  # the local time of this machine
+    selection = Selection(since=since, accessions=tuple(args.accession or ()))
+    config = _config(args)
+    database = _database(config)
+    try:
+        summary = asyncio.run(run_relabel(config, database, selection, model=args.model))
+    except ConnectionError as exc:
+        raise CommandFailed(str(exc)) from None
+    finally:
+        database.dispose()
+    print(
+        f"{summary.selected} report(s) selected, {summary.classified} classified with {summary.model}, "
+        f"{summary.unchanged} already labelled by it, {summary.labels_written} study label row(s) written "
+        "(their write-back is queued for the running daemon)"
+    )
+    return EXIT_OK
+
+
 def _corpus(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -292,6 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_commands.add_parser("list", help="job counts per kind and state", parents=[common])
     retry = jobs_commands.add_parser("retry", help="make failed jobs pending again", parents=[common])
     retry.add_argument("ids", nargs="*", type=int, help="job ids (default: every failed job)")
+
+    export = command("export", _export, "the labelled studies (current labels) as a table for building image datasets")
+    export.add_argument("--format", choices=("csv", "jsonl", "parquet"), required=True, help="output format")
+    export.add_argument("-o", "--output", metavar="FILE", help="output file (default: standard output)")
+    export.add_argument("--all-history", action="store_true",
+                        help="every labels row, superseded and withdrawn ones too, with why and when")
+
+    relabel = command("relabel", _relabel, "classify a selection of reports again through Triton (e.g. a newer model); "
+                      "new labels rows, the old ones kept as 'relabelled'")
+    relabel.add_argument("--model", help="Triton model name (default: [triton] model)")
+    relabel.add_argument("--since", metavar="DATE", help="only reports received on or after DATE (YYYY-MM-DD)")
+    relabel.add_argument("--accession", nargs="+", metavar="ACCESSION", help="only these accession numbers")
 
     export = command("export", _export, "the labelled studies (current labels) as a table for building image datasets")
     export.add_argument("--format", choices=("csv", "jsonl", "parquet"), required=True, help="output format")

@@ -269,6 +269,51 @@ study_labels = Table(
     # Why it stopped being current: "superseded", "withdrawn", "relabelled".
     Column("superseded_reason", String(32), nullable=True),
     Index("ix_study_labels_study_current", "study_instance_uid", "current"),
+    Index("ix_study_labels_report_id", "report_id"),
+)
+
+# --- Linking reports to studies (daemon/work/link_jobs.py) ------------------------
+
+# Which studies a report belongs to; a report may link to several (multiple_matches = "all").
+report_links = Table(
+    "report_links",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("report_id", Integer, ForeignKey("reports.id"), nullable=False),
+    Column("study_instance_uid", UID, nullable=False),
+    # study_uid | accession | supersedes | fallback
+    Column("method", String(16), nullable=False),
+    Column("linked_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("report_id", "study_instance_uid", name="uq_report_links_report_study"),
+    Index("ix_report_links_study_instance_uid", "study_instance_uid"),
+)
+
+# Where the linking of each classified report stands.
+report_link_states = Table(
+    "report_link_states",
+    metadata,
+    Column("report_id", Integer, ForeignKey("reports.id"), primary_key=True),
+    # parked (its study is not there yet) | linked | unmatched (parked past [linking] unmatched_after_hours;
+    # still linked if its study comes) | withdrawn
+    Column("state", String(16), nullable=False),
+    Column("parked_at", UtcDateTime(), nullable=True),
+    Column("checked_at", UtcDateTime(), nullable=False),
+    Column("changed_at", UtcDateTime(), nullable=False),
+    # Why it is parked or unmatched (no report text, no patient identifiers).
+    Column("reason", String(200), nullable=True),
+    Index("ix_report_link_states_state", "state"),
+)
+
+# Stable studies and whether a report has found them.
+study_link_states = Table(
+    "study_link_states",
+    metadata,
+    Column("study_instance_uid", UID, primary_key=True),
+    # waiting (stable, no report linked) | linked | unmatched (waiting past [linking] unmatched_after_hours)
+    Column("state", String(16), nullable=False),
+    Column("waiting_since", UtcDateTime(), nullable=True),
+    Column("changed_at", UtcDateTime(), nullable=False),
+    Index("ix_study_link_states_state", "state"),
 )
 
 # --- Write-back to DICOM --------------------------------------------------------

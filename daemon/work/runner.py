@@ -52,6 +52,8 @@ class BatchHandler:
 
     run: Callable[[Sequence[Job]], Awaitable[Mapping[int, BaseException]]]
     batch_size: int
+    # Called once when the runner stops (e.g. to close a gRPC channel).
+    close: Callable[[], Awaitable[None]] | None = None
 
 
 class Defer(Exception):
@@ -138,6 +140,12 @@ class JobRunner:
             )
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+        for handler in self._handlers.values():
+            if isinstance(handler, BatchHandler) and handler.close is not None:
+                try:
+                    await handler.close()
+                except Exception:
+                    log.exception("closing the %s handler failed", handler)
 
     def health(self) -> Health:
         from daemon.app import Health

@@ -1,0 +1,188 @@
+"""The inference worker: "classify" jobs (payload report_id, queued by HL7 intake), a batch at a time.
+
+It loads the reports of up to `[workers] classify_batch_size` jobs, sends the active ones' texts to the
+classifier in one call, and stores each prediction (probabilities, labels, the model's thresholds, model
+name:version) in one transaction with the job's completion and the "link" job that follows. A report
+no longer active (superseded, withdrawn) completes its job without a prediction. While the classifier
+is unavailable (Triton down, starting, model not loaded) the jobs are deferred, not failed: they wait,
+with a growing delay, and nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from daemon.inference.prediction import Classifier, InferenceUnavailable, Prediction
+from daemon.store import queue
+from daemon.store.database import Database
+from daemon.store.queue import Job
+from daemon.store.schema import predictions, reports
+from daemon.work.runner import BatchHandler, Defer, JobFailed
+from daemon.work.wakeup import WorkSignal
+
+if TYPE_CHECKING:
+    from daemon.app import Services
+
+log = logging.getLogger("neurolabel.classify")
+
+CLASSIFY = "classify"
+LINK = "link"
+REPORT_ACTIVE = "active"
+# Deferral while the classifier is unavailable: doubles from the first to the last.
+UNAVAILABLE_FIRST_SECONDS = 1.0
+UNAVAILABLE_MAX_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class ReportToClassify:
+    job: Job
+    report_id: int
+    text: str
+
+
+class ClassifyWorker:
+    """Batch handler of "classify" jobs over any Classifier (TritonClassifier in the daemon)."""
+
+    def __init__(self, database: Database, work_signal: WorkSignal, classifier: Classifier) -> None:
+        self._database = database
+        self._signal = work_signal
+        self._classifier = classifier
+        self._unavailable_since: float | None = None
+        self._consecutive_unavailable = 0
+
+    async def run(self, jobs: Sequence[Job]) -> Mapping[int, BaseException]:
+        errors: dict[int, BaseException] = {}
+        report_ids: dict[int, int] = {}
+        for job in jobs:
+            try:
+                report_ids[job.id] = int(job.payload["report_id"])
+            except (KeyError, TypeError, ValueError):
+                errors[job.id] = JobFailed(f"classify payload needs an integer 'report_id', got {dict(job.payload)}")
+        rows = await asyncio.to_thread(self._load, sorted(set(report_ids.values())))
+        todo: list[ReportToClassify] = []
+        inactive: list[Job] = []
+        for job in jobs:
+            if job.id in errors:
+                continue
+            row = rows.get(report_ids[job.id])
+            if row is None:
+                errors[job.id] = JobFailed(f"report {report_ids[job.id]} does not exist")
+            elif row.state != REPORT_ACTIVE:
+                inactive.append(job)
+            else:
+                todo.append(ReportToClassify(job, row.id, row.text))
+        results: list[Prediction] = []
+        thresholds: dict[str, float] | None = None
+        if todo:
+            try:
+                results, thresholds = await self._classify([item.text for item in todo])
+            except InferenceUnavailable as exc:
+                deferral = self._note_unavailable(exc)
+                errors.update({item.job.id: deferral for item in todo})
+                todo = []
+        await asyncio.to_thread(self._store, todo, results, thresholds, inactive)
+        if todo:
+            self._signal.notify(LINK)
+        return errors
+
+    async def _classify(self, texts: list[str]) -> tuple[list[Prediction], dict[str, float] | None]:
+        started = time.perf_counter()
+        results = await self._classifier.classify(texts)
+        if len(results) != len(texts):
+            raise RuntimeError(f"classifier returned {len(results)} predictions for {len(texts)} reports")
+        info = await self._classifier.model_info()
+        if self._unavailable_since is not None:
+            log.info("classifier available again after %.0f s", time.monotonic() - self._unavailable_since)
+        self._unavailable_since = None
+        self._consecutive_unavailable = 0
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.info("classified %d report(s) with %s in %.0f ms", len(texts), info.model, elapsed_ms)
+        return results, dict(info.thresholds) or None
+
+    def _note_unavailable(self, exc: InferenceUnavailable) -> Defer:
+        self._consecutive_unavailable += 1
+        seconds = min(UNAVAILABLE_MAX_SECONDS, UNAVAILABLE_FIRST_SECONDS * 2 ** (self._consecutive_unavailable - 1))
+        if self._unavailable_since is None:
+            self._unavailable_since = time.monotonic()
+            log.warning("classifier unavailable, reports wait: %s", exc)
+        return Defer(seconds, f"classifier unavailable, again in {seconds:.0f} s")
+
+    def _load(self, report_ids: list[int]) -> dict[int, sa.Row]:
+        if not report_ids:
+            return {}
+        with self._database.connect() as connection:
+            rows = connection.execute(
+                sa.select(reports.c.id, reports.c.state, reports.c.text).where(reports.c.id.in_(report_ids))
+            ).all()
+        return {row.id: row for row in rows}
+
+    def _store(
+        self,
+        todo: Sequence[ReportToClassify],
+        results: Sequence[Prediction],
+        thresholds: dict[str, float] | None,
+        inactive: Sequence[Job],
+    ) -> None:
+        if not todo and not inactive:
+            return
+        now = queue.utcnow()
+        with self._database.begin() as connection:
+            for item, prediction in zip(todo, results):
+                store_prediction(connection, item.report_id, prediction, thresholds, now)
+                queue.enqueue(connection, LINK, f"report:{item.report_id}", {"report_id": item.report_id})
+                queue.complete(connection, item.job)
+            for job in inactive:
+                queue.complete(connection, job)
+
+
+def store_prediction(
+    connection: Connection,
+    report_id: int,
+    prediction: Prediction,
+    thresholds: Mapping[str, float] | None,
+    now: dt.datetime,
+) -> int:
+    """Insert the report's prediction unless it already has one from the same model (a job run twice)."""
+    existing = connection.execute(
+        sa.select(predictions.c.id)
+        .where(predictions.c.report_id == report_id, predictions.c.model == prediction.model)
+        .order_by(predictions.c.id.desc())
+    ).first()
+    if existing is not None:
+        return int(existing.id)
+    result = connection.execute(
+        predictions.insert().values(
+            report_id=report_id,
+            probabilities=dict(prediction.probabilities),
+            labels=dict(prediction.labels),
+            thresholds=dict(thresholds) if thresholds else None,
+            model=prediction.model,
+            created_at=now,
+        )
+    )
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def build_classify_handler(services: Services) -> BatchHandler | None:
+    """The inference worker over the configured Triton; None on an intake-only instance ([triton] enabled = false)."""
+    settings = services.config.triton
+    if not settings.enabled:
+        return None
+    from daemon.inference.triton_client import TritonClassifier
+    from daemon.inference.triton_server import grpc_url
+
+    batch_size = services.config.workers.classify_batch_size
+    classifier = TritonClassifier(
+        grpc_url(services.config), settings.model, timeout_seconds=settings.request_timeout_seconds
+    )
+    worker = ClassifyWorker(services.database, services.work_signal, classifier)
+    return BatchHandler(worker.run, batch_size=batch_size, close=classifier.close)

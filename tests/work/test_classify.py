@@ -1,0 +1,114 @@
+"""The inference worker with a fake classifier: batches, predictions with the job's completion, waiting for Triton."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from daemon.app import Services
+from daemon.inference.prediction import InferenceUnavailable, ModelInfo, Prediction
+from daemon.labels import LABEL_KEYS
+from daemon.store.schema import predictions
+from daemon.work.classify import CLASSIFY, LINK, ClassifyWorker
+from daemon.work.runner import BatchHandler
+from tests.work.conftest import running, wait_for
+from tests.work.rows import add_report, job_rows, labels_of
+
+THRESHOLDS = {key: 0.5 for key in LABEL_KEYS}
+
+
+class FakeClassifier:
+    """Labels a report 'mass' when its text mentions a mass; can be switched unavailable."""
+
+    def __init__(self) -> None:
+        self.available = True
+        self.calls: list[list[str]] = []
+        self.refused = 0
+
+    async def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        if not self.available:
+            self.refused += 1
+            raise InferenceUnavailable("Triton at 127.0.0.1:1 unreachable")
+        self.calls.append(list(texts))
+        result = []
+        for text in texts:
+            labels = labels_of(mass=1) if "mass" in text else labels_of()
+            result.append(Prediction({k: 0.9 if v else 0.1 for k, v in labels.items()}, labels, "fake:3"))
+        return result
+
+    async def is_ready(self) -> bool:
+        return self.available
+
+    async def model_info(self) -> ModelInfo:
+        return ModelInfo("fake", "3", LABEL_KEYS, THRESHOLDS)
+
+
+def enqueue_classify(services: Services, report_ids: Sequence[int]) -> None:
+    from daemon.store import queue
+
+    with services.database.begin() as connection:
+        for report_id in report_ids:
+            queue.enqueue(connection, CLASSIFY, f"report:{report_id}", {"report_id": report_id})
+    services.work_signal.notify(CLASSIFY)
+
+
+def prediction_rows(services: Services) -> list[sa.Row]:
+    with services.database.connect() as connection:
+        return connection.execute(sa.select(predictions).order_by(predictions.c.report_id)).all()
+
+
+def states(services: Services, kind: str) -> list[str]:
+    return [row.state for row in job_rows(services.database, kind)]
+
+
+def handler(services: Services, classifier: FakeClassifier, batch_size: int = 8) -> dict[str, BatchHandler]:
+    worker = ClassifyWorker(services.database, services.work_signal, classifier)
+    return {CLASSIFY: BatchHandler(worker.run, batch_size=batch_size)}
+
+
+async def test_a_batch_is_classified_in_one_call_and_linking_is_queued(services: Services) -> None:
+    classifier = FakeClassifier()
+    ids = [add_report(services.database, accession=f"A{i}", text=f"report {i} {'mass' if i % 2 else ''}") for i in range(5)]
+    superseded = add_report(services.database, accession="A9", state="superseded")
+    enqueue_classify(services, [*ids, superseded, 10_000])
+    async with running(services, handler(services, classifier)):
+        await wait_for(lambda: "pending" not in states(services, CLASSIFY) and "running" not in states(services, CLASSIFY))
+    assert len(classifier.calls) == 1 and len(classifier.calls[0]) == 5
+    rows = prediction_rows(services)
+    assert [row.report_id for row in rows] == ids
+    assert [row.labels["mass"] for row in rows] == [0, 1, 0, 1, 0]
+    assert {row.model for row in rows} == {"fake:3"}
+    assert rows[0].thresholds == THRESHOLDS
+    assert states(services, CLASSIFY) == ["done"] * 6 + ["failed"]  # the unknown report fails, visibly
+    links = job_rows(services.database, LINK)
+    assert [row.payload["report_id"] for row in links] == ids
+    assert [row.key for row in links] == [f"report:{i}" for i in ids]
+
+
+async def test_while_triton_is_unavailable_reports_wait_and_nothing_is_guessed(services: Services) -> None:
+    classifier = FakeClassifier()
+    classifier.available = False
+    ids = [add_report(services.database, accession=f"A{i}") for i in range(3)]
+    enqueue_classify(services, ids)
+    async with running(services, handler(services, classifier)):
+        await wait_for(lambda: classifier.refused >= 2 and states(services, CLASSIFY) == ["pending"] * 3,
+                       what="jobs deferred twice")
+        assert prediction_rows(services) == []
+        assert all(row.attempts == 0 for row in job_rows(services.database, CLASSIFY))  # a deferral is no failure
+        classifier.available = True
+        await wait_for(lambda: states(services, CLASSIFY) == ["done"] * 3, timeout=20, what="classified after recovery")
+    assert [row.report_id for row in prediction_rows(services)] == ids
+
+
+async def test_a_job_run_twice_stores_one_prediction(services: Services) -> None:
+    classifier = FakeClassifier()
+    report_id = add_report(services.database, accession="A1")
+    worker = ClassifyWorker(services.database, services.work_signal, classifier)
+    from tests.work.rows import claim_one
+
+    for attempt in range(2):
+        job = claim_one(services.database, CLASSIFY, f"report:{report_id}", {"report_id": report_id})
+        assert await worker.run([job]) == {}
+    assert len(prediction_rows(services)) == 1
+    assert len(classifier.calls) == 2
