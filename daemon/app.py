@@ -92,6 +92,7 @@ def default_instance_name(config: Config) -> str:
 
 def component_factories() -> Sequence[ComponentFactory]:
     """Every component, in start order. Each factory returns None when its part is disabled."""
+    from daemon.hl7.listener import build_hl7_listener
     from daemon.inference.component import build_triton_component
     from daemon.ops.http import build_http_endpoint
     from daemon.store.leases import build_lease_keeper
@@ -106,6 +107,7 @@ def component_factories() -> Sequence[ComponentFactory]:
         build_scheduler,
         # the listeners last: nothing is accepted before it can be stored
         build_http_endpoint,
+        build_hl7_listener,
     ]
     return factories
 

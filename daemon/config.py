@@ -84,6 +84,21 @@ class Hl7Config:
         for network in self.allowed_networks:
             _network("hl7.allowed_networks", network)
         self.tls.validate_for("hl7")
+        from daemon.hl7.charsets import UnknownCharset, python_codec
+        from daemon.hl7.parse import ParseSettings
+
+        try:
+            python_codec(self.default_charset)
+        except UnknownCharset:
+            raise _KeyError("hl7.default_charset", f"'hl7.default_charset': unknown character set {self.default_charset!r}") from None
+        try:
+            ParseSettings.build(self.accepted_message_types, self.accession_fields, self.default_charset)
+        except ValueError as exc:
+            key = "hl7.accepted_message_types" if "message type" in str(exc) else "hl7.accession_fields"
+            raise _KeyError(key, f"'{key}': {exc}") from None
+        for sender in self.allowed_senders:
+            if not sender.strip() or sender.count("^") > 1:
+                raise _KeyError("hl7.allowed_senders", f"'hl7.allowed_senders': {sender!r} is not APPLICATION or APPLICATION^FACILITY")
 
 
 @dataclass(frozen=True)

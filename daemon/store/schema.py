@@ -78,11 +78,23 @@ hl7_messages = Table(
     Column("sending_facility", String(227), nullable=False, default=""),
     Column("control_id", String(199), nullable=False, default=""),
     Column("message_type", String(32), nullable=False, default=""),
+    # MSH-12 as sent.
+    Column("version", String(16), nullable=False, default="", server_default=""),
+    # The frame as received; for a message over [hl7] max_message_bytes, only its first bytes.
     Column("raw", LargeBinary, nullable=False),
+    # Size of the whole frame in bytes.
+    Column("size_bytes", Integer, nullable=False, default=0, server_default="0"),
+    # sha256 of the segments after MSH: a resend of one MSH-10 must carry the same content.
+    Column("content_hash", String(64), nullable=True),
     # accepted | rejected | duplicate
     Column("status", String(16), nullable=False),
+    # The application acknowledgement code: AA, AE or AR.
     Column("ack_code", String(2), nullable=False),
     Column("error", Text, nullable=True),
+    # HL7 table 0357 code of the error (ERR-3), for rejected messages.
+    Column("error_code", String(8), nullable=True),
+    # For a duplicate: the accepted message it repeats.
+    Column("duplicate_of", Integer, ForeignKey("hl7_messages.id"), nullable=True),
     Column("reprocessed_at", UtcDateTime(), nullable=True),
     # A control id is accepted once per sender; rejected copies may repeat.
     Index(
@@ -110,7 +122,11 @@ reports = Table(
     Column("patient_id", String(64), nullable=True),
     Column("issuer_of_patient_id", String(64), nullable=True),
     Column("patient_name", String(320), nullable=True),
+    # Every PID-3 identifier: [{"id", "authority", "type"}] (patient_id above is the preferred one).
+    Column("patient_identifiers", JSON, nullable=True),
     Column("modality", String(16), nullable=True),
+    # OBR-4 (universal service identifier) text, e.g. "MRI head".
+    Column("procedure", String(200), nullable=True),
     Column("result_status", String(1), nullable=False, default="F"),
     Column("observation_time", UtcDateTime(), nullable=True),
     Column("text", Text, nullable=False),
