@@ -9,7 +9,7 @@ conclusion agree on side, site and size. A finding's labels come from its
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 ALL_COURSES: tuple[str, ...] = ("stable", "new", "larger", "smaller")
 CHRONIC_COURSES: tuple[str, ...] = ("stable", "larger")
@@ -394,7 +394,7 @@ ATROPHY: tuple[Finding, ...] = (
         "moderate global atrophy",
     ], region="volume", course=CHRONIC_COURSES),
     _f("mesial_temporal_atrophy", "atrophy", [
-        "There is bilateral hippocampal volume loss, {side} greater than right (MTA score {mta} on the left, {mta} on the right), with widening of the choroidal fissures.",
+        "There is bilateral hippocampal volume loss, {side} greater than {oside} (MTA score {mta}), with widening of the choroidal fissures.",
         "Disproportionate bilateral medial temporal lobe atrophy with enlarged temporal horns.",
         "Coronal images show marked hippocampal atrophy bilaterally (Scheltens grade {mta}).",
     ], [
@@ -1118,6 +1118,9 @@ NORMAL_FOR_AGE: tuple[Finding, ...] = (
         "Minimal scattered white matter T2 hyperintensities, age-appropriate.",
         "A couple of non-specific white matter foci of no significance at this age.",
         "Scattered white matter hyperintensities, Fazekas 1, appropriate for age.",
+        "A few non-specific punctate T2 hyperintense foci in the frontal white matter, a common finding at this age.",
+        "Minor periventricular FLAIR hyperintensity, within normal limits for the patient's age.",
+        "Mild white matter change, commensurate with age.",
     ], [
         "a few white matter foci, normal for age",
         "age-related white matter change only",
@@ -1131,6 +1134,9 @@ NORMAL_FOR_AGE: tuple[Finding, ...] = (
         "There is mild involutional change, appropriate for age.",
         "Mild prominence of the sulci and ventricles, normal for age.",
         "Hippocampal volumes are normal for age (MTA 1).",
+        "Mild age-related cerebral volume loss.",
+        "Cerebral volume is within normal limits for age.",
+        "Involutional changes only, in keeping with age.",
     ], [
         "age-appropriate involutional change",
         "volume normal for age",
@@ -1138,6 +1144,117 @@ NORMAL_FOR_AGE: tuple[Finding, ...] = (
         "age-related involutional changes only",
     ], region="volume", abnormal=False),
 )
+
+# More wordings per finding (describe, dx), kept apart so the main tables stay readable.
+_MORE_WORDINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "acute_mca_infarct": (
+        ("Cytotoxic oedema with DWI hyperintensity and ADC hypointensity in the {side} frontal and parietal cortex.",
+         "Acute ischaemic change is seen in the {side} {mca_region} with true diffusion restriction.",
+         "An acute infarct involves the {side} {mca_region}."),
+        ("acute stroke in the {side} MCA territory", "acute {side} hemispheric infarct", "{side} MCA CVA",
+         "acute ischaemic infarct, {side} MCA territory"),
+    ),
+    "acute_lacunar_infarct": (
+        ("A tiny DWI-bright lesion with low ADC is present in the {side} {deep}.",),
+        ("acute lacunar stroke", "acute small vessel infarct in the {side} {deep}", "acute lacune, {side} {deep}"),
+    ),
+    "subacute_infarct": (
+        ("Evolving infarct in the {side} {lobe} lobe with T2 hyperintensity, swelling and faint enhancement.",),
+        ("subacute ischaemic stroke", "recent ({side} {lobe}) infarct, subacute"),
+    ),
+    "glioblastoma": (
+        ("{Side} {lobe} intra-axial necrotic rim-enhancing tumour ({dims}) with marked perilesional oedema.",),
+        ("malignant glioma", "primary brain tumour, most likely glioblastoma (WHO grade 4)",
+         "high-grade astrocytoma"),
+    ),
+    "meningioma": (
+        ("Incidental {size} meningioma {meningioma_loc}.",
+         "Dural-based extra-axial lesion {meningioma_loc}, avidly enhancing, {size}, no underlying oedema."),
+        ("small incidental meningioma", "falcine meningioma", "dural-based lesion in keeping with meningioma"),
+    ),
+    "metastases": (
+        ("Several enhancing lesions scattered through both hemispheres and the cerebellum, the largest {size}.",),
+        ("metastatic deposits", "cerebral metastatic disease", "multiple brain metastases"),
+    ),
+    "generalised_atrophy": (
+        ("Prominent sulci and ventricles, out of proportion to the patient's age.",
+         "Cerebral volume is reduced, beyond what is expected at this age."),
+        ("global cerebral atrophy", "generalised volume loss, more than expected for age", "brain atrophy",
+         "diffuse cerebral volume loss"),
+    ),
+    "mesial_temporal_atrophy": (
+        ("The hippocampi are small bilaterally with enlarged temporal horns, more than expected for age.",),
+        ("disproportionate hippocampal atrophy", "bilateral hippocampal volume loss (MTA {mta})"),
+    ),
+    "aneurysm": (
+        ("Incidental {size_small} aneurysm at the {aneurysm_loc}.",
+         "TOF MRA shows a {size_small} saccular outpouching from the {aneurysm_loc}."),
+        ("berry aneurysm at the {aneurysm_loc}", "small {aneurysm_loc} aneurysm", "incidental intracranial aneurysm"),
+    ),
+    "cavernoma": (
+        ("Small focus of blooming on SWI with a T2 hyperintense core and dark rim in the {side} {lobe} lobe.",),
+        ("small cavernous malformation", "cavernous haemangioma", "cerebral cavernoma"),
+    ),
+    "dva": (
+        ("Linear enhancing vessel with radiating medullary veins in the {side} {lobe} lobe, a DVA.",),
+        ("incidental DVA", "developmental venous anomaly (venous angioma)"),
+    ),
+    "wmh_moderate": (
+        ("Scattered non-specific T2/FLAIR hyperintensities in the subcortical and deep white matter, more than "
+         "usual for age.",
+         "Moderate burden of periventricular and deep white matter FLAIR signal change.",
+         "Confluent periventricular white matter high signal with scattered deep foci."),
+        ("chronic microvascular ischaemic disease", "small vessel disease (Fazekas grade {fazekas})",
+         "moderate white matter disease of presumed vascular origin", "chronic small vessel ischaemia",
+         "non-specific white matter changes, most likely chronic small vessel ischaemic change"),
+    ),
+    "lacunes": (
+        ("Small old lacunar infarct in the {side} {deep}.",),
+        ("chronic lacunar infarcts in the basal ganglia", "old lacunes"),
+    ),
+    "ms_typical": (
+        ("Multiple T2 hyperintense lesions in the periventricular white matter, corpus callosum and brainstem, "
+         "some with an ovoid configuration.",
+         "There are {few} white matter lesions in a distribution typical of demyelination."),
+        ("MS", "multiple sclerosis plaques", "demyelinating plaques", "lesion distribution typical of MS"),
+    ),
+    "old_mca_infarct": (
+        ("There is established infarction with tissue loss in the {side} {mca_region}.",
+         "Chronic {side} MCA territory infarct with surrounding gliosis and haemosiderin staining."),
+        ("old {side} MCA stroke", "established {side} MCA territory infarction", "chronic stroke",
+         "previous {side} hemispheric infarct", "old stroke"),
+    ),
+    "post_traumatic": (
+        ("Old contusional change in the {side} frontal and temporal lobes with gliosis and haemosiderin.",),
+        ("old traumatic brain injury", "chronic post-traumatic change", "established contusional injury"),
+    ),
+    "hydrocephalus": (
+        ("The ventricles are enlarged with periventricular transependymal CSF flow.",),
+        ("acute hydrocephalus", "ventricular dilatation (hydrocephalus)"),
+    ),
+    "chronic_subdural": (
+        ("Thin {side} convexity subdural collection, {size_small}, without mass effect.",),
+        ("small {side} subdural haematoma", "chronic SDH"),
+    ),
+}
+
+
+def _with_more_wordings(pool: tuple[Finding, ...]) -> tuple[Finding, ...]:
+    def extended(finding: Finding) -> Finding:
+        describe, dx = _MORE_WORDINGS.get(finding.name, ((), ()))
+        return replace(finding, describe=finding.describe + describe, dx=finding.dx + dx)
+
+    return tuple(extended(finding) for finding in pool)
+
+
+ACUTE_STROKE = _with_more_wordings(ACUTE_STROKE)
+MASS = _with_more_wordings(MASS)
+ATROPHY = _with_more_wordings(ATROPHY)
+VASCULAR = _with_more_wordings(VASCULAR)
+SMALL_VESSEL = _with_more_wordings(SMALL_VESSEL)
+INFLAMMATION = _with_more_wordings(INFLAMMATION)
+ENCEPHALOMALACIA = _with_more_wordings(ENCEPHALOMALACIA)
+OTHER_ABNORMAL = _with_more_wordings(OTHER_ABNORMAL)
 
 CATEGORY_FINDINGS: dict[str, tuple[Finding, ...]] = {
     "acute_stroke": ACUTE_STROKE,

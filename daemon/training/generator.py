@@ -734,7 +734,12 @@ _ABBREVIATIONS: tuple[tuple[str, str], ...] = (
     ("developmental venous anomaly", "DVA"), ("internal carotid artery", "ICA"), ("cerebellopontine angle", "CPA"),
     ("subarachnoid haemorrhage", "SAH"), ("posterior cerebral artery", "PCA"), ("anterior cerebral artery", "ACA"),
     ("cerebrospinal fluid", "CSF"), ("magnetic resonance", "MR"), ("bilateral", "bilat"),
-    ("approximately", "approx"), ("consistent with", "c/w"), ("with", "w/"), ("compared with", "cf."),
+    ("approximately", "approx"),
+)
+_TELEGRAPHIC_ABBREVIATIONS: tuple[tuple[str, str], ...] = (
+    ("consistent with", "c/w"), ("compared with", "cf."), ("with", "w/"), ("left", "L"), ("right", "R"),
+    ("Left", "L"), ("Right", "R"), ("bilateral", "b/l"), ("white matter", "WM"), ("grey matter", "GM"),
+    ("no evidence of", "no evid. of"), ("history", "hx"), ("lesions", "lesions"), ("hyperintense", "hyperint."),
 )
 
 _EXPANSIONS: tuple[tuple[str, str], ...] = (
@@ -795,8 +800,9 @@ def _surface(rng: random.Random, plan: _Plan, text: str) -> str:
         for old, new in _US_SPELLING:
             text = text.replace(old, new)
     telegraphic = plan.style == "telegraphic"
-    text = _replace_words(text, _ABBREVIATIONS[:-3] if not telegraphic else _ABBREVIATIONS, rng,
-                          0.6 if telegraphic else 0.25)
+    text = _replace_words(text, _ABBREVIATIONS, rng, 0.6 if telegraphic else 0.25)
+    if telegraphic:
+        text = _replace_words(text, _TELEGRAPHIC_ABBREVIATIONS, rng, 0.35)
     text = _replace_words(text, _EXPANSIONS, rng, 0.08)
     text = re.sub(r"(^|[.!?:]\s+|\n)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
     if rng.random() < 0.25:
