@@ -184,52 +184,6 @@ def _relabel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from daemon.work.export import ExportUnavailable, export
-
-    database = _database(_config(args))
-    try:
-        count = export(database, args.format, Path(args.output) if args.output else None, all_history=args.all_history)
-    except ExportUnavailable as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        database.dispose()
-    if args.output:
-        print(f"{count} labelled stud{'y' if count == 1 else 'ies'} written to {args.output}", file=sys.stderr)
-    return EXIT_OK
-
-
-def _relabel(args: argparse.Namespace) -> int:
-    import asyncio
-    import datetime as dt
-
-    from daemon.work.relabel import Selection, run_relabel
-
-    try:
-        since = dt.datetime.fromisoformat(args.since) if args.since else None
-    except ValueError:
-        raise UsageError(f"--since: {args.since!r} is not a date (YYYY-MM-DD) or ISO date-time") from None
-    if since is not None and since.tzinfo is None:
-        since = since.astimezone()  # the local time of this machine
-    selection = Selection(since=since, accessions=tuple(args.accession or ()))
-    config = _config(args)
-    database = _database(config)
-    try:
-        summary = asyncio.run(run_relabel(config, database, selection, model=args.model))
-    except ConnectionError as exc:
-        raise CommandFailed(str(exc)) from None
-    finally:
-        database.dispose()
-    print(
-        f"{summary.selected} report(s) selected, {summary.classified} classified with {summary.model}, "
-        f"{summary.unchanged} already labelled by it, {summary.labels_written} study label row(s) written "
-        "(their write-back is queued for the running daemon)"
-    )
-    return EXIT_OK
-
-
 def _corpus(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -244,6 +198,47 @@ def _corpus(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
     print(f"{count} synthetic reports (seed {seed}) written to {args.output}")
+    return EXIT_OK
+
+
+def _train(args: argparse.Namespace) -> int:
+    import logging
+    import shlex
+
+    from daemon.training.options import from_arguments
+
+    options = from_arguments(args)
+    if options.data is not None and not options.data.is_file():
+        raise UsageError(f"training data not found: {options.data}")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("neurolabel").setLevel(logging.INFO)
+    from daemon.training.train import TrainingDataError, run_training
+
+    try:
+        result = run_training(options, command=shlex.join(["neurolabel", *sys.argv[1:]]))
+    except TrainingDataError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"model written to {result.version_dir} ({result.seconds / 60:.1f} min); thresholds {result.thresholds}")
+    return EXIT_OK
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daemon.inference.classify_file import ClassifyInputError, run_classify
+    from daemon.inference.prediction import InferenceFailed, InferenceUnavailable
+    from daemon.inference.triton_server import TritonNotInstalled, TritonStartFailed
+
+    config = _config(args)
+    try:
+        count, seconds = run_classify(config, Path(args.input), Path(args.output), local=args.local)
+    except ClassifyInputError as exc:
+        raise UsageError(str(exc)) from None
+    except (ValueError, OSError) as exc:  # the model files cannot be read
+        raise UsageError(f"cannot load the model {config.triton.model!r} from {config.triton.model_repository}: {exc}") from None
+    except (InferenceUnavailable, InferenceFailed, TritonNotInstalled, TritonStartFailed) as exc:
+        raise CommandFailed(str(exc)) from None
+    print(f"{count} reports classified in {seconds:.1f} s ({count / max(seconds, 1e-9):.1f} reports/s) -> {args.output}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -351,18 +346,6 @@ def build_parser() -> argparse.ArgumentParser:
     relabel.add_argument("--since", metavar="DATE", help="only reports received on or after DATE (YYYY-MM-DD)")
     relabel.add_argument("--accession", nargs="+", metavar="ACCESSION", help="only these accession numbers")
 
-    export = command("export", _export, "the labelled studies (current labels) as a table for building image datasets")
-    export.add_argument("--format", choices=("csv", "jsonl", "parquet"), required=True, help="output format")
-    export.add_argument("-o", "--output", metavar="FILE", help="output file (default: standard output)")
-    export.add_argument("--all-history", action="store_true",
-                        help="every labels row, superseded and withdrawn ones too, with why and when")
-
-    relabel = command("relabel", _relabel, "classify a selection of reports again through Triton (e.g. a newer model); "
-                      "new labels rows, the old ones kept as 'relabelled'")
-    relabel.add_argument("--model", help="Triton model name (default: [triton] model)")
-    relabel.add_argument("--since", metavar="DATE", help="only reports received on or after DATE (YYYY-MM-DD)")
-    relabel.add_argument("--accession", nargs="+", metavar="ACCESSION", help="only these accession numbers")
-
     corpus = command("corpus", _corpus, "write a synthetic, labelled training corpus of head MRI reports (JSONL)")
     corpus.add_argument("-n", type=int, help="number of reports (default: the generator's, as in data/corpus/)")
     corpus.add_argument("--seed", type=int, help="random seed (default: the generator's, as in data/corpus/)")
@@ -379,6 +362,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="score with a `neurolabel classify` output file, joined by id")
     evaluate.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+
+    train = command("train", _train, "train the report classifier and export it into the Triton model repository "
+                    "(needs the 'train' extra: torch, transformers, onnx)")
+    from daemon.training.options import add_arguments as add_train_arguments
+
+    add_train_arguments(train)
+
+    classify = command("classify", _classify, "label a JSONL file of reports (id, text) through Triton, or in-process")
+    classify.add_argument("input", metavar="IN.jsonl", help="reports, one JSON object a line with 'id' and 'text'")
+    classify.add_argument("-o", "--output", required=True, metavar="OUT.jsonl",
+                          help="one line per report: id, probabilities, labels, model")
+    classify.add_argument("--local", action="store_true",
+                          help="run the model in-process with onnxruntime instead of through Triton")
 
     inspect = command("inspect", _inspect, "show the labels a DICOM file carries (private tags or SR) as JSON")
     inspect.add_argument("file", metavar="FILE.dcm", help="a DICOM file (a tagged instance or neurolabel's SR)")

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from daemon.inference.metadata import latest_version_dir, model_info
 from daemon.inference.prediction import ModelInfo, Prediction, predictions_from_arrays
 from daemon.inference.runtime import OnnxReportModel, RuntimeOptions
@@ -27,7 +29,8 @@ class LocalClassifier:
         probabilities, labels = self._model.predict(list(texts))
         return predictions_from_arrays(probabilities, labels, self._model.model, self._model.metadata.labels)
 
-    def probabilities_sync(self, texts: Sequence[str]):  # -> np.ndarray [n, labels]
+    def probabilities_sync(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities [len(texts), labels] in label order."""
         return self._model.predict(list(texts))[0]
 
     async def classify(self, texts: Sequence[str]) -> list[Prediction]:

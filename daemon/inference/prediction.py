@@ -15,6 +15,10 @@ class InferenceUnavailable(Exception):
     """The model cannot answer now (server down, not ready, model not loaded): keep the work pending."""
 
 
+class InferenceFailed(Exception):
+    """The server answered with an error that retrying the same request will not fix."""
+
+
 @dataclass(frozen=True)
 class Prediction:
     probabilities: dict[str, float]

@@ -16,6 +16,7 @@ gives exactly the logit of attention pooling over the whole report (`pool_window
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ SPECIAL_TOKENS_PER_WINDOW = 2
 class WindowSpec:
     """How reports are cut into encoder windows."""
 
-    max_tokens: int = 256
+    max_tokens: int = 512
     overlap: int = 64
 
     def __post_init__(self) -> None:
@@ -92,18 +93,25 @@ class Window:
 
 
 def window_spans(n_tokens: int, spec: WindowSpec) -> list[Span]:
-    """Windows covering content tokens [0, n_tokens); each token owned by exactly one window."""
+    """Windows covering content tokens [0, n_tokens); each token owned by exactly one window.
+
+    A report that needs k windows gets k windows of equal length (rather than full windows and a
+    mostly-repeated tail), overlapping by at least `spec.overlap` tokens.
+    """
     size = spec.content_tokens
     if n_tokens <= size:
         return [Span(0, n_tokens, 0, n_tokens)]
-    starts = list(range(0, n_tokens - size, spec.stride))
-    # The last window is aligned to the end so that it is full rather than a short tail.
-    if starts[-1] != n_tokens - size:
-        starts.append(n_tokens - size)
-    stops = [start + size for start in starts]
+    count = math.ceil((n_tokens - spec.overlap) / spec.stride)
+    length = math.ceil((n_tokens + (count - 1) * spec.overlap) / count)
+    while True:  # ends at length == size at the latest, where the largest step is <= stride
+        starts = [k * (n_tokens - length) // (count - 1) for k in range(count)]
+        if all(b - a <= length - spec.overlap for a, b in zip(starts, starts[1:])):
+            break
+        length += 1
+    stops = [start + length for start in starts]
     # Boundary between neighbours: the middle of their shared tokens.
-    bounds = [0] + [(starts[k + 1] + stops[k]) // 2 for k in range(len(starts) - 1)] + [n_tokens]
-    return [Span(starts[k], stops[k], bounds[k], bounds[k + 1]) for k in range(len(starts))]
+    bounds = [0] + [(starts[k + 1] + stops[k]) // 2 for k in range(count - 1)] + [n_tokens]
+    return [Span(starts[k], stops[k], bounds[k], bounds[k + 1]) for k in range(count)]
 
 
 def make_windows(token_ids: Sequence[Sequence[int]], spec: WindowSpec, special: SpecialIds) -> list[Window]:

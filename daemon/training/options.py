@@ -1,0 +1,85 @@
+"""Options of `neurolabel train` (no torch here, so `neurolabel --help` stays fast).
+
+The defaults reproduce the shipped model.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from daemon.training.generator import DEFAULT_SEED
+
+DEFAULT_REPORTS = 4000
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    data: Path | None = None  # JSONL with labels; None: generate the synthetic corpus
+    reports: int = DEFAULT_REPORTS  # size of the generated corpus
+    corpus_seed: int = DEFAULT_SEED
+    add_synthetic: int = 0  # generated reports added to `data` (fine-tuning on a hospital's own reports)
+    seed: int = 13
+    epochs: int = 3
+    learning_rate: float = 5e-5
+    head_learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.06
+    batch_tokens: int = 4096  # padded tokens per optimisation step
+    encoder_layers: int = 3  # the first N of MiniLM-L6's 6 layers
+    max_tokens: int = 512  # window length, [CLS] and [SEP] included
+    overlap: int = 64
+    dropout: float = 0.1
+    augment_probability: float = 0.5
+    validation_fraction: float = 0.15
+    evaluations_per_epoch: int = 2
+    threshold_rule: str = "f1"
+    threads: int = 2
+    repository: Path = Path("triton_models")
+    model_name: str = "neurolabel_report"
+    version: str = "1"
+    release: str = ""
+    work_dir: Path = Path("var/training")
+
+
+_HELP = {
+    "data": "labelled reports (JSONL: id, text, labels); default: generate the synthetic corpus",
+    "reports": "size of the generated corpus",
+    "corpus_seed": "generator seed",
+    "add_synthetic": "also train on this many generated reports (with --data: fine-tune on your own reports)",
+    "seed": "seed of the split, initialisation, batching and augmentation",
+    "batch_tokens": "padded tokens per optimisation step",
+    "encoder_layers": "use the first N layers of the pretrained encoder",
+    "max_tokens": "tokens per window, [CLS] and [SEP] included",
+    "overlap": "tokens shared by neighbouring windows of a long report",
+    "augment_probability": "share of training reports varied (layout, punctuation, typos) each epoch",
+    "threshold_rule": "how each label's threshold is chosen on the validation split: f1 or youden",
+    "threads": "torch threads",
+    "repository": "Triton model repository to write the model into",
+    "version": "model version folder",
+    "release": "release name stored with the model (default: today's date)",
+    "work_dir": "folder for the torch checkpoint",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainOptions()
+    for item in fields(TrainOptions):
+        default = getattr(defaults, item.name)
+        flag = "--" + item.name.replace("_", "-")
+        kind = {int: int, float: float, str: str}.get(type(default), Path)
+        extra = {"choices": ("f1", "youden")} if item.name == "threshold_rule" else {}
+        parser.add_argument(
+            flag,
+            dest=item.name,
+            type=kind,
+            default=default,
+            metavar=item.name.upper(),
+            help=f"{_HELP.get(item.name, item.name.replace('_', ' '))} (default: {default})",
+            **extra,
+        )
+
+
+def from_arguments(args: argparse.Namespace) -> TrainOptions:
+    return TrainOptions(**{item.name: getattr(args, item.name) for item in fields(TrainOptions)})
