@@ -46,6 +46,13 @@ _SKIPPED_HEADING = re.compile(
 _ANY_HEADING = re.compile(
     r"^\s*(?:[A-Za-z/ ]{2,40})\s*:\s*|^\s*(?:FINDINGS|IMPRESSION|CONCLUSION|OPINION|REPORT|SUMMARY|COMMENT)\s*$",
 )
+# Words of image description, which a request line rarely has: "Left frontal lesion, ?metastasis." is a finding.
+_IMAGING_WORDS = re.compile(
+    r"\b(?:lobes?|hemispheres?|signal|enhanc\w*|diffusion|flair|t1|t2|\d+\s*mm|\d+(?:\.\d+)?\s*cm|foc(?:us|i)|"
+    r"parenchym\w*|frontal|parietal|temporal|occipital|cerebell\w*|thalam\w*|pons|ganglia|periventricular|"
+    r"white\s+matter)\b",
+    re.IGNORECASE,
+)
 _QUESTION_LIKE = re.compile(r"\?|\b(?:query|r/o|rule out|exclude|known|previous|history|hx)\b", re.IGNORECASE)
 
 
@@ -76,7 +83,21 @@ def strip_ignored_sections(text: str) -> str:
                 continue
             skipping = False
         kept.append(line)
-    return "\n".join(kept)
+    return "\n".join(_drop_leading_question_lines(kept))
+
+
+def _drop_leading_question_lines(lines: list[str]) -> list[str]:
+    """Reports without headings often open with the request: drop short question-like lines among the first three."""
+    result: list[str] = []
+    seen = 0
+    for line in lines:
+        if line.strip():
+            seen += 1
+            if (seen <= 3 and len(line.split()) <= 15 and _QUESTION_LIKE.search(line)
+                    and not _IMAGING_WORDS.search(line)):
+                continue
+        result.append(line)
+    return result
 
 
 def _drop_leading_question_sentences(text: str) -> str:
@@ -320,14 +341,16 @@ def _classify(sentence: str, start: int, end: int, pattern: Pattern) -> Status |
     label = pattern.label
 
     if label == "acute_stroke":
-        if "acute" not in mention and _CHRONIC.search(clause):
+        if "acute" not in mention and "recent" not in mention and _CHRONIC.search(clause):
             return None  # an old infarct is encephalomalacia, not acute stroke
         if ("diffusion" in mention or "adc" in mention or "dwi" in mention) and _MASS_CONTEXT.search(clause):
             return None  # restricted diffusion of an abscess, epidermoid, lymphoma...
     if label == "small_vessel_disease":
         if pattern.weak and _DEMYELINATION_CONTEXT.search(clause):
             return None
-        if "lacun" in mention and re.search(r"\b(?:hyper|sub)?acute\b", clause) and not _CHRONIC.search(clause):
+        if "lacun" in mention and re.search(r"\b(?:(?:hyper|sub)?acute|recent)\b", clause) and not _CHRONIC.search(
+            clause.replace(mention, "")
+        ):
             return None  # an acute lacunar infarct is acute stroke
         if "micro" in mention and _AMYLOID_OR_TRAUMA.search(clause):
             return None

@@ -516,6 +516,12 @@ def _write_conclusion(rng: random.Random, plan: _Plan) -> None:
     for item in plan.benign:
         if rng.random() < 0.2:
             items.append(_cap(f"incidental {item.dx}.") if not item.dx.startswith("incidental") else _cap(item.dx) + ".")
+    if len(items) >= 2 and rng.random() < 0.15:
+        # Two findings in one sentence: "X and Y." / "X; Y."
+        first, second = items[0].rstrip("."), items[1].rstrip(".")
+        joiner = rng.choice((" and ", "; ", ", with ", ". Also "))
+        joined = first + joiner + (second[:1].lower() + second[1:] if joiner != ". Also " else second) + "."
+        items = [joined] + items[2:]
     plan.conclusion = items
 
 
@@ -614,7 +620,11 @@ def _render_sections(rng: random.Random, plan: _Plan, clinical: str, us_style: b
     elif rng.random() < (0.7 if us_style else 0.25):
         block("comparison", rng.choice(P.COMPARISON_NONE))
     sentences = [s for _, s in plan.sentences()]
-    paragraph_break = "\n" if rng.random() < 0.4 else " "
+    if rng.random() < 0.1:
+        sentences = [f"- {s}" for s in sentences]
+        paragraph_break = "\n"
+    else:
+        paragraph_break = "\n" if rng.random() < 0.4 else " "
     conclusion = _numbered(rng, plan.conclusion) if us_style or rng.random() < 0.5 else " ".join(plan.conclusion)
     if rng.random() < 0.1:  # impression first, then the findings
         block("conclusion", conclusion)

@@ -49,6 +49,9 @@ CASES: list[tuple[str, set[str]]] = [
     ("History: known MS.\n\nFindings:\nNormal appearances of the brain.", None),
     ("INDICATION: r/o aneurysm\nFINDINGS: Normal MRA.", None),
     ("Hx: ?MS. Multiple periventricular demyelinating plaques with Dawson's fingers.", {"inflammation"}),
+    ("MRI HEAD\nQuery demyelinating disease, ?CVA.\nNormal MRI brain.", None),  # a request line without heading
+    ("Recent lacunar infarction, right internal capsule.", {"acute_stroke"}),
+    ("Old lacunar infarct in the left thalamus.", {"small_vessel_disease"}),
     # normal for age and trivial incidental findings
     ("A few punctate white matter foci, normal for age.", None),
     ("Mild generalised volume loss, appropriate for the patient's age.", None),
