@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +99,11 @@ class Scheduler:
 
     async def stop(self, deadline: float) -> None:
         if self._scheduler.running:
+            # AsyncIOScheduler shuts down on the loop's next turn; jobs running now are not waited for
+            # (their work is in the database and they are idempotent).
             self._scheduler.shutdown(wait=False)
+            while self._scheduler.running and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
 
     def health(self) -> Health:
         from daemon.app import Health
