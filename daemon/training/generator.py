@@ -247,12 +247,13 @@ class _Plan:
     lead: list[tuple[str, str]] = field(default_factory=list)  # (region, sentence): the abnormal findings
     background: list[tuple[str, str]] = field(default_factory=list)  # benign, negatives, normal statements
     conclusion: list[str] = field(default_factory=list)
+    explained: set[str] = field(default_factory=set)  # concepts of findings raised and explained away
 
     def sentences(self) -> list[tuple[str, str]]:
         return self.lead + self.background
 
     def asserted(self) -> frozenset[str]:
-        concepts: set[str] = set()
+        concepts: set[str] = set(self.explained)
         for item in (*self.present, *self.benign):
             concepts |= item.concepts
         return frozenset(concepts)
@@ -429,6 +430,8 @@ def _negative_sentence(rng: random.Random, plan: _Plan, key: str, kind: str) -> 
         text = _negation(rng, rng.choice(P.NEGATABLE_TERMS[key]))
     if concepts_of(text) & plan.asserted():
         return None
+    if kind in ("refuted", "resolved"):
+        plan.explained |= concepts_of(text)
     region = "general"
     concepts = concepts_of(text)
     for candidate in P.REGION_ORDER:
@@ -519,8 +522,8 @@ def _write_conclusion(rng: random.Random, plan: _Plan) -> None:
     if len(items) >= 2 and rng.random() < 0.15:
         # Two findings in one sentence: "X and Y." / "X; Y."
         first, second = items[0].rstrip("."), items[1].rstrip(".")
-        joiner = rng.choice((" and ", "; ", ", with ", ". Also "))
-        joined = first + joiner + (second[:1].lower() + second[1:] if joiner != ". Also " else second) + "."
+        joiner = rng.choice((" and ", "; ", ", with ", ", and "))
+        joined = first + joiner + second[:1].lower() + second[1:] + "."
         items = [joined] + items[2:]
     plan.conclusion = items
 
