@@ -79,7 +79,7 @@ class LabelTags:
 
 
 def split_model(model: str) -> tuple[str, str]:
-    """"name:version" -> (name, version); a model without a version gets ""."""
+    """Split "name:version" into (name, version); a model without a version gets ""."""
     name, _, version = model.rpartition(":")
     return (name, version) if name else (model, "")
 
@@ -237,7 +237,7 @@ def _fresh_block(dataset: Dataset) -> PrivateBlock:
 
 
 def _clear_block(dataset: Dataset, block: PrivateBlock) -> None:
-    for offset in range(0x00, 0x100):
+    for offset in range(0x100):
         tag = block.get_tag(offset)
         if tag in dataset:
             del dataset[tag]

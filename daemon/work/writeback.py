@@ -34,6 +34,7 @@ import os
 import threading
 import time
 import zlib
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,7 +184,10 @@ def write_back(
             raise JobFailed(f"labels row {study_label_id} belongs to another study")
         stale = _stale_reason(connection, label_row, withdrawn)
         stored = connection.execute(
-            sa.select(instances.c.id, instances.c.sop_instance_uid, instances.c.path)
+            sa.select(
+                instances.c.id, instances.c.sop_instance_uid, instances.c.path, instances.c.size_bytes,
+                instances.c.series_ref,
+            )
             .where(instances.c.study_instance_uid == study_instance_uid, instances.c.generated.is_(False))
             .order_by(instances.c.id)
         ).all()
@@ -205,69 +209,24 @@ def write_back(
         sr_written = _write_sr(storage, record, study_label_id, evidence, previous_sr, withdrawn_at)
 
     destinations = [parse_ae_address("writeback.forward_to", text) for text in settings.forward_to]
+    files = _Files(started, started_at, stored, tagged, unchanged, sizes, sr_written)
     forward_keys: list[str] = []
     with database.begin() as connection:
         # The labels may have changed while the files were written: do not record (or forward) a stale state;
         # the newer row's write-back rewrites the files.
         label_row = connection.execute(sa.select(study_labels).where(study_labels.c.id == study_label_id)).first()
         stale = _stale_reason(connection, label_row, withdrawn) if label_row is not None else "labels row deleted"
-        if stale:
-            log.info("writeback study %s labels %d became stale: %s", study_instance_uid, study_label_id, stale)
-            return WritebackResult(study_instance_uid, study_label_id, action, skipped=stale)
-        for instance_id, size in sizes.items():
-            connection.execute(instances.update().where(instances.c.id == instance_id).values(size_bytes=size))
-        if sr_written is not None:
-            _record_sr(connection, study_instance_uid, sr_written, previous_sr)
-        for destination in destinations:
-            key = f"{destination}|{study_instance_uid}|{study_label_id}|{action}"
-            queue.enqueue(
-                connection,
-                FORWARD,
-                key,
-                {
-                    "destination": str(destination),
-                    "study_instance_uid": study_instance_uid,
-                    "study_label_id": study_label_id,
-                    "withdrawn": withdrawn,
-                },
-            )
-            forward_keys.append(key)
-        finished_at = dt.datetime.now(dt.timezone.utc)
-        connection.execute(
-            writebacks.insert().values(
-                study_instance_uid=study_instance_uid,
-                study_label_id=study_label_id,
-                action=action,
-                state="done",
-                instances_tagged=tagged,
-                instances_unchanged=unchanged,
-                sr_sop_instance_uid=sr_written.sop_instance_uid if sr_written else None,
-                sr_series_instance_uid=sr_written.series_instance_uid if sr_written else None,
-                replaced_sr_sop_instance_uid=sr_written.replaced if sr_written else None,
-                forwarded_to=[str(destination) for destination in destinations],
-                started_at=started_at,
-                finished_at=finished_at,
-            )
-        )
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        trail.record(
-            connection,
-            f"writeback.{action}",
-            trail.SUCCESS,
-            actor=actor,
-            identifiers={
-                "study_instance_uid": study_instance_uid,
-                "study_label_id": study_label_id,
-                "accession_number": record.accession_number,
-                "sr_sop_instance_uid": sr_written.sop_instance_uid if sr_written else None,
-            },
-            duration_ms=elapsed_ms,
-            detail=f"{tagged} instance(s) tagged, {unchanged} unchanged"
-            + (f"; SR replaces {sr_written.replaced}" if sr_written and sr_written.replaced else "")
-            + (f"; forward to {', '.join(map(str, destinations))}" if destinations else ""),
-        )
+        current_sr = _current_sr(connection, study_instance_uid) if stale else None
+        if not stale:
+            forward_keys = _record_writeback(connection, record, study_label_id, action, files, destinations, actor)
+    if stale:
+        log.info("writeback study %s labels %d became stale: %s", study_instance_uid, study_label_id, stale)
+        if sr_written is not None and (current_sr is None or current_sr.path != sr_written.relative_path):
+            _remove_quietly(storage / sr_written.relative_path)
+        return WritebackResult(study_instance_uid, study_label_id, action, skipped=stale)
     if sr_written is not None and sr_written.stale_file is not None:
         _remove_quietly(sr_written.stale_file)
+    elapsed_ms = (time.perf_counter() - started) * 1000
     log.info(
         "writeback study %s labels %d %s: %d tagged, %d unchanged, SR %s, %d forward(s) in %.0f ms",
         study_instance_uid, study_label_id, action, tagged, unchanged,
@@ -285,6 +244,85 @@ def write_back(
     )
 
 
+@dataclass(frozen=True)
+class _Files:
+    """What the file work of one write-back did, for the transaction that records it."""
+
+    started: float
+    started_at: dt.datetime
+    stored: Sequence[Any]
+    tagged: int
+    unchanged: int
+    sizes: Mapping[int, int]
+    sr_written: _WrittenSr | None
+
+
+def _record_writeback(
+    connection: Connection,
+    record: LabelRecord,
+    study_label_id: int,
+    action: str,
+    files: _Files,
+    destinations: Sequence[AeAddress],
+    actor: str | None,
+) -> list[str]:
+    """Sizes, the SR row, the forward jobs, the writebacks row and the audit event; returns the forward job keys."""
+    study_instance_uid = record.study_instance_uid
+    withdrawn = action == ACTION_WITHDRAWN
+    sr_written = files.sr_written
+    forward_keys: list[str] = []
+    _record_sizes(connection, study_instance_uid, files.stored, files.sizes)
+    if sr_written is not None:
+        _record_sr(connection, study_instance_uid, sr_written)
+    for destination in destinations:
+        key = f"{destination}|{study_instance_uid}|{study_label_id}|{action}"
+        queue.enqueue(
+            connection,
+            FORWARD,
+            key,
+            {
+                "destination": str(destination),
+                "study_instance_uid": study_instance_uid,
+                "study_label_id": study_label_id,
+                "withdrawn": withdrawn,
+            },
+        )
+        forward_keys.append(key)
+    connection.execute(
+        writebacks.insert().values(
+            study_instance_uid=study_instance_uid,
+            study_label_id=study_label_id,
+            action=action,
+            state="done",
+            instances_tagged=files.tagged,
+            instances_unchanged=files.unchanged,
+            sr_sop_instance_uid=sr_written.sop_instance_uid if sr_written else None,
+            sr_series_instance_uid=sr_written.series_instance_uid if sr_written else None,
+            replaced_sr_sop_instance_uid=sr_written.replaced if sr_written else None,
+            forwarded_to=[str(destination) for destination in destinations],
+            started_at=files.started_at,
+            finished_at=dt.datetime.now(dt.timezone.utc),
+        )
+    )
+    trail.record(
+        connection,
+        f"writeback.{action}",
+        trail.SUCCESS,
+        actor=actor,
+        identifiers={
+            "study_instance_uid": study_instance_uid,
+            "study_label_id": study_label_id,
+            "accession_number": record.accession_number,
+            "sr_sop_instance_uid": sr_written.sop_instance_uid if sr_written else None,
+        },
+        duration_ms=(time.perf_counter() - files.started) * 1000,
+        detail=f"{files.tagged} instance(s) tagged, {files.unchanged} unchanged"
+        + (f"; SR replaces {sr_written.replaced}" if sr_written and sr_written.replaced else "")
+        + (f"; forward to {', '.join(map(str, destinations))}" if destinations else ""),
+    )
+    return forward_keys
+
+
 def label_record(row: Any) -> LabelRecord:
     """A study_labels row as a LabelRecord."""
     return LabelRecord(
@@ -299,7 +337,7 @@ def label_record(row: Any) -> LabelRecord:
 
 
 def _stale_reason(connection: Connection, row: Any, withdrawn: bool) -> str:
-    """"" when the row is still what the study should carry; else why not."""
+    """Why the row is no longer what the study should carry; "" when it still is."""
     if not withdrawn:
         return "" if row.current else f"labels row {row.id} is no longer current ({row.superseded_reason})"
     if row.current:
@@ -482,15 +520,41 @@ def _write_sr(
     )
 
 
-def _record_sr(connection: Connection, study_instance_uid: str, written: _WrittenSr, previous: _PreviousSr | None) -> None:
-    """One `instances` row (generated) for the study's current SR, in the neurolabel SR series."""
-    study = connection.execute(sa.select(studies.c.id).where(studies.c.study_instance_uid == study_instance_uid)).first()
+def _record_sizes(
+    connection: Connection, study_instance_uid: str, stored: Sequence[Any], sizes: Mapping[int, int]
+) -> None:
+    """New file sizes into `instances`, their differences into the series and study totals (kept as the intake does)."""
+    series_delta: dict[int, int] = defaultdict(int)
+    for row in stored:
+        if row.id in sizes:
+            connection.execute(instances.update().where(instances.c.id == row.id).values(size_bytes=sizes[row.id]))
+            series_delta[row.series_ref] += sizes[row.id] - row.size_bytes
+    for series_id, delta in series_delta.items():
+        if delta:
+            connection.execute(
+                series.update().where(series.c.id == series_id).values(total_bytes=series.c.total_bytes + delta)
+            )
+    total = sum(series_delta.values())
+    if total:
+        connection.execute(
+            studies.update()
+            .where(studies.c.study_instance_uid == study_instance_uid)
+            .values(total_bytes=studies.c.total_bytes + total)
+        )
+
+
+def _record_sr(connection: Connection, study_instance_uid: str, written: _WrittenSr) -> None:
+    """One `instances` row (generated) for the study's current SR, in the neurolabel SR series (counted in the
+    study's totals like any instance)."""
+    study = connection.execute(
+        sa.select(studies.c.id).where(studies.c.study_instance_uid == study_instance_uid)
+    ).first()
     if study is None:
         raise RuntimeError(f"study {study_instance_uid} has instances but no studies row")
-    series_row = connection.execute(
+    series_id = connection.execute(
         sa.select(series.c.id).where(series.c.series_instance_uid == written.series_instance_uid)
-    ).first()
-    if series_row is None:
+    ).scalar()
+    if series_id is None:
         series_id = connection.execute(
             series.insert().values(
                 series_instance_uid=written.series_instance_uid,
@@ -498,30 +562,41 @@ def _record_sr(connection: Connection, study_instance_uid: str, written: _Writte
                 modality="SR",
                 series_number=SR_SERIES_NUMBER,
                 series_description=SERIES_DESCRIPTION,
-                instance_count=1,
+                instance_count=0,
+                total_bytes=0,
             )
         ).inserted_primary_key[0]
-    else:
-        series_id = series_row.id
-    if previous is not None and previous.sop_instance_uid != written.sop_instance_uid:
-        connection.execute(instances.delete().where(instances.c.id == previous.instance_id))
-    values = {
-        "sop_class_uid": COMPREHENSIVE_SR_SOP_CLASS,
-        "series_ref": series_id,
-        "study_instance_uid": study_instance_uid,
-        "instance_number": written.instance_number,
-        "transfer_syntax_uid": pydicom.uid.ExplicitVRLittleEndian,
-        "path": written.relative_path,
-        "size_bytes": written.size,
-        "received_at": dt.datetime.now(dt.timezone.utc),
-        "generated": True,
-    }
-    updated = connection.execute(
-        instances.update().where(instances.c.sop_instance_uid == written.sop_instance_uid).values(**values)
+    old_rows = connection.execute(
+        sa.select(instances.c.id, instances.c.size_bytes).where(
+            instances.c.study_instance_uid == study_instance_uid, instances.c.generated.is_(True)
+        )
+    ).all()
+    connection.execute(instances.delete().where(instances.c.id.in_([row.id for row in old_rows])))
+    connection.execute(
+        instances.insert().values(
+            sop_instance_uid=written.sop_instance_uid,
+            sop_class_uid=COMPREHENSIVE_SR_SOP_CLASS,
+            series_ref=series_id,
+            study_instance_uid=study_instance_uid,
+            instance_number=written.instance_number,
+            transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
+            path=written.relative_path,
+            size_bytes=written.size,
+            received_at=dt.datetime.now(dt.timezone.utc),
+            generated=True,
+        )
     )
-    if not updated.rowcount:
-        connection.execute(instances.insert().values(sop_instance_uid=written.sop_instance_uid, **values))
-    connection.execute(series.update().where(series.c.id == series_id).values(instance_count=1))
+    connection.execute(
+        series.update().where(series.c.id == series_id).values(instance_count=1, total_bytes=written.size)
+    )
+    connection.execute(
+        studies.update()
+        .where(studies.c.id == study.id)
+        .values(
+            instance_count=studies.c.instance_count + 1 - len(old_rows),
+            total_bytes=studies.c.total_bytes + written.size - sum(row.size_bytes for row in old_rows),
+        )
+    )
 
 
 def _remove_quietly(path: Path) -> None:
@@ -589,7 +664,8 @@ def forward_study(
             actor=actor,
             identifiers=identifiers,
             duration_ms=elapsed_ms,
-            detail=f"{outcome.sent} object(s) stored" + (f", {outcome.warnings} with warnings" if outcome.warnings else ""),
+            detail=f"{outcome.sent} object(s) stored"
+            + (f", {outcome.warnings} with warnings" if outcome.warnings else ""),
         )
     log.info(
         "forward study %s to %s: %d object(s) in %.0f ms", study_instance_uid, destination, outcome.sent, elapsed_ms

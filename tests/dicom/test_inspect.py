@@ -78,6 +78,7 @@ def test_withdrawn_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_not_dicom_missing_or_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = tmp_path / "report.txt"
     text.write_text("not an image")
-    for path, message in ((text, "not a DICOM file"), (tmp_path / "absent.dcm", "no such file"), (tmp_path, "not a file")):
+    cases = ((text, "not a DICOM file"), (tmp_path / "absent.dcm", "no such file"), (tmp_path, "not a file"))
+    for path, message in cases:
         code, out, err = run(capsys, str(path))
         assert code == EXIT_USAGE and out == "" and message in err and "Traceback" not in err

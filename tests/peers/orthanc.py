@@ -212,9 +212,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def orthanc_server() -> Iterator[OrthancServer]:
-    with tempfile.TemporaryDirectory(prefix="orthanc-") as folder:
-        with run_orthanc(Path(folder)) as server:
-            yield server
+    with tempfile.TemporaryDirectory(prefix="orthanc-") as folder, run_orthanc(Path(folder)) as server:
+        yield server
 
 
 @pytest.fixture

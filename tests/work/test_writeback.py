@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from pydicom.data import get_testdata_file
 
 from daemon.app import Services
-from daemon.config import Config, with_overrides
+from daemon.config import AeAddress, Config, parse_ae_address, with_overrides
 from daemon.dicom.private_tags import STATUS_WITHDRAWN, read_label_block, read_label_tags
 from daemon.dicom.sr import read_label_sr, read_label_sr_state
 from daemon.dicom.uids import instance_path
@@ -71,7 +72,8 @@ def store_study(config: Config, database: Database, sources: Sequence[str] = SOU
                 last_received_at=NOW,
                 state="stable",
                 stable_at=NOW,
-                instance_count=len(sources),
+                instance_count=0,
+                total_bytes=0,
             )
         )
     paths = [store_study_instance(config, database, name, index=index) for index, name in enumerate(sources)]
@@ -108,7 +110,9 @@ def store_study_instance(config: Config, database: Database, name: str, *, index
         ).scalar()
         if series_id is None:
             series_id = connection.execute(
-                series.insert().values(series_instance_uid=series_uid, study_ref=study_id, modality="MR")
+                series.insert().values(
+                    series_instance_uid=series_uid, study_ref=study_id, modality="MR", instance_count=0, total_bytes=0
+                )
             ).inserted_primary_key[0]
         connection.execute(
             instances.insert().values(
@@ -122,6 +126,17 @@ def store_study_instance(config: Config, database: Database, name: str, *, index
                 received_at=NOW,
                 generated=False,
             )
+        )
+        size = path.stat().st_size
+        connection.execute(
+            series.update()
+            .where(series.c.id == series_id)
+            .values(instance_count=series.c.instance_count + 1, total_bytes=series.c.total_bytes + size)
+        )
+        connection.execute(
+            studies.update()
+            .where(studies.c.id == study_id)
+            .values(instance_count=studies.c.instance_count + 1, total_bytes=studies.c.total_bytes + size)
         )
     return path
 
@@ -178,6 +193,25 @@ def generated_rows(database: Database) -> list[sa.Row]:
         return list(connection.execute(sa.select(instances).where(instances.c.generated.is_(True))).all())
 
 
+def writeback_payload(label_id: int) -> dict[str, object]:
+    return {"study_instance_uid": STUDY_UID, "study_label_id": label_id}
+
+
+def assert_totals_match_files(config: Config, database: Database) -> None:
+    """The study's and each series' count and bytes agree with the files (the SR included), as the intake keeps them."""
+    with database.connect() as connection:
+        study = connection.execute(sa.select(studies).where(studies.c.study_instance_uid == STUDY_UID)).one()
+        rows = connection.execute(sa.select(instances).where(instances.c.study_instance_uid == STUDY_UID)).all()
+        series_rows = connection.execute(sa.select(series).where(series.c.study_ref == study.id)).all()
+    on_disk = {row.id: (config.storage.path / row.path).stat().st_size for row in rows}
+    assert study.instance_count == len(rows)
+    assert study.total_bytes == sum(on_disk.values())
+    for series_row in series_rows:
+        members = [row for row in rows if row.series_ref == series_row.id]
+        assert series_row.instance_count == len(members)
+        assert series_row.total_bytes == sum(on_disk[row.id] for row in members)
+
+
 @pytest.fixture
 def config(work_config: Config) -> Config:
     return work_config
@@ -209,6 +243,7 @@ def test_writeback_tags_every_instance_and_writes_the_sr(config: Config, databas
         audit = connection.execute(sa.select(audit_events).where(audit_events.c.kind == "writeback.labels")).one()
     assert (row.state, row.action, row.instances_tagged, row.study_label_id) == ("done", "labels", 5, label_id)
     assert all(size == (config.storage.path / path).stat().st_size for path, size in sizes.items())
+    assert_totals_match_files(config, database)
     assert audit.outcome == "success" and audit.identifiers["study_instance_uid"] == STUDY_UID
 
 
@@ -247,6 +282,7 @@ def test_a_late_instance_is_tagged_and_gets_a_new_sr(config: Config, database: D
         for item in series_item.ReferencedSOPSequence
     }
     assert len(referenced) == 3 and len(stored.paths) == 2
+    assert_totals_match_files(config, database)
 
 
 def test_corrected_labels_replace_tags_and_sr(config: Config, database: Database) -> None:
@@ -353,9 +389,7 @@ async def test_runner_runs_writeback_jobs(services: Services, database: Database
     stored = store_study(services.config, database)
     label_id = add_labels(database)
     with database.begin() as connection:
-        queue.enqueue(
-            connection, WRITEBACK, f"{STUDY_UID}:{label_id}", {"study_instance_uid": STUDY_UID, "study_label_id": label_id}
-        )
+        queue.enqueue(connection, WRITEBACK, f"{STUDY_UID}:{label_id}", writeback_payload(label_id))
         queue.enqueue(connection, WRITEBACK, "bad", {"study_label_id": "x"})
 
     def states() -> dict[str, str] | None:
@@ -374,11 +408,11 @@ async def test_runner_runs_writeback_jobs(services: Services, database: Database
 # --- forwarding to a real Orthanc ---------------------------------------------------------
 
 
-def orthanc_instances(orthanc: OrthancServer) -> dict[str, dict[str, object]]:
+def orthanc_instances(server: OrthancServer) -> dict[str, dict[str, object]]:
     """SOP Instance UID -> tags, for every instance Orthanc holds of the study."""
     result = {}
-    for orthanc_id in orthanc.find(StudyInstanceUID=STUDY_UID):
-        tags = orthanc.instance_tags(orthanc_id)
+    for orthanc_id in server.find(StudyInstanceUID=STUDY_UID):
+        tags = server.instance_tags(orthanc_id)
         result[str(tags["0008,0018"])] = tags
     return result
 
@@ -431,8 +465,6 @@ def test_forward_to_an_absent_peer_fails_and_is_audited(config: Config, database
     store_study(config, database, ["MR_small.dcm"])
     quick = with_overrides(config, writeback={"forward_timeout_seconds": 2.0})
     closed = _closed_port()
-    from daemon.config import AeAddress
-
     with pytest.raises(writeback_module.ForwardError):
         forward_study(quick, database, STUDY_UID, AeAddress("NOBODY", "127.0.0.1", closed))
     with database.connect() as connection:
@@ -453,9 +485,7 @@ async def test_writeback_then_forward_through_the_runner(
     store_study(services.config, database)
     label_id = add_labels(database)
     with database.begin() as connection:
-        queue.enqueue(
-            connection, WRITEBACK, f"{STUDY_UID}:{label_id}", {"study_instance_uid": STUDY_UID, "study_label_id": label_id}
-        )
+        queue.enqueue(connection, WRITEBACK, f"{STUDY_UID}:{label_id}", writeback_payload(label_id))
 
     def forwarded() -> bool:
         with database.connect() as connection:
@@ -471,15 +501,11 @@ async def test_writeback_then_forward_through_the_runner(
     assert sum(1 for tags in held.values() if tags["0008,0060"] == "SR") == 1
 
 
-def orthanc_address(orthanc: OrthancServer):  # type: ignore[no-untyped-def]  # noqa: F811
-    from daemon.config import parse_ae_address
-
-    return parse_ae_address("test", orthanc.address)
+def orthanc_address(server: OrthancServer) -> AeAddress:
+    return parse_ae_address("test", server.address)
 
 
 def _closed_port() -> int:
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
