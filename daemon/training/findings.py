@@ -236,20 +236,27 @@ MASS: tuple[Finding, ...] = (
         "meningioma {meningioma_loc}",
         "extra-axial lesion, likely a meningioma",
         "{size} meningioma",
-        "convexity meningioma",
+        "extra-axial mass, typical of a meningioma",
     ], region="extra_axial", course=("stable", "larger", "new")),
     _f("metastases", "mass", [
         "There are {few} ring-enhancing lesions at the grey-white matter junction of both cerebral hemispheres, the largest in the {side} {lobe} lobe measuring {size}, with disproportionate surrounding oedema.",
         "Multiple enhancing intra-axial lesions in the supratentorial and infratentorial compartments, the largest {size} in the {side} cerebellar hemisphere.",
         "Post contrast, {few} small enhancing nodules are present in the {side} {lobe} lobe and cerebellum.",
-        "A solitary {size} enhancing lesion with surrounding vasogenic oedema at the {side} {lobe} grey-white junction.",
     ], [
         "multiple cerebral metastases",
         "intracranial metastatic disease",
         "metastases",
-        "solitary {side} {lobe} metastasis",
         "brain metastases",
         "mets",
+    ]),
+    _f("solitary_metastasis", "mass", [
+        "A solitary {size} enhancing lesion with surrounding vasogenic oedema at the {side} {lobe} grey-white junction.",
+        "Single ring-enhancing lesion in the {side} cerebellar hemisphere, {size}, with moderate oedema.",
+    ], [
+        "solitary metastasis",
+        "solitary cerebral metastasis, given the history",
+        "single metastatic deposit",
+        "metastasis (differential high-grade glioma)",
     ]),
     _f("vestibular_schwannoma", "mass", [
         "There is an enhancing lesion in the {side} internal auditory meatus measuring {size}, extending into the cerebellopontine angle cistern.",
@@ -484,13 +491,18 @@ VASCULAR: tuple[Finding, ...] = (
         "There is a {size_small} lesion in the {side} {lobe} lobe with a 'popcorn' appearance, a complete haemosiderin rim and marked blooming on SWI.",
         "A mixed signal lesion with a hypointense rim and blooming on SWI is present in the {side} {deep}, without oedema.",
         "In the pons there is a small mulberry-like lesion with a rim of haemosiderin.",
-        "Multiple foci of blooming artefact on SWI throughout both hemispheres, the largest with a reticulated core.",
     ], [
         "cavernoma",
-        "cavernous malformation in the {side} {lobe} lobe",
+        "cavernous malformation",
         "cavernous angioma",
-        "multiple cavernomas (familial cavernomatosis)",
+        "cerebral cavernoma",
     ], region="parenchyma", course=("stable", "larger", "new")),
+    _f("multiple_cavernomas", "vascular", [
+        "Multiple foci of blooming artefact on SWI throughout both hemispheres, the largest with a reticulated core.",
+    ], [
+        "multiple cavernomas (familial cavernomatosis)",
+        "multiple cavernous malformations",
+    ], region="parenchyma", course=("stable", "new")),
     _f("dva", "vascular", [
         "There is a developmental venous anomaly in the {side} {lobe} lobe, draining into a subependymal vein.",
         "A 'caput medusae' configuration of veins in the {side} cerebellar hemisphere drains into a transcortical vein.",
@@ -1121,6 +1133,8 @@ NORMAL_FOR_AGE: tuple[Finding, ...] = (
         "A few non-specific punctate T2 hyperintense foci in the frontal white matter, a common finding at this age.",
         "Minor periventricular FLAIR hyperintensity, within normal limits for the patient's age.",
         "Mild white matter change, commensurate with age.",
+        "Minor small vessel ischaemic change, within normal limits for age.",
+        "Mild white matter changes of small vessel type, in keeping with the patient's age.",
     ], [
         "a few white matter foci, normal for age",
         "age-related white matter change only",
@@ -1137,6 +1151,8 @@ NORMAL_FOR_AGE: tuple[Finding, ...] = (
         "Mild age-related cerebral volume loss.",
         "Cerebral volume is within normal limits for age.",
         "Involutional changes only, in keeping with age.",
+        "Mild age-related atrophy.",
+        "Mild generalised atrophy, normal for age.",
     ], [
         "age-appropriate involutional change",
         "volume normal for age",
@@ -1170,7 +1186,7 @@ _MORE_WORDINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "meningioma": (
         ("Incidental {size} meningioma {meningioma_loc}.",
          "Dural-based extra-axial lesion {meningioma_loc}, avidly enhancing, {size}, no underlying oedema."),
-        ("small incidental meningioma", "falcine meningioma", "dural-based lesion in keeping with meningioma"),
+        ("small incidental meningioma", "meningioma", "dural-based lesion in keeping with meningioma"),
     ),
     "metastases": (
         ("Several enhancing lesions scattered through both hemispheres and the cerebellum, the largest {size}.",),

@@ -92,8 +92,11 @@ def _dims(rng: random.Random) -> str:
     return f"{a} x {b} mm"
 
 
-def _date(rng: random.Random) -> str:
+def _date(rng: random.Random, slots: Slots) -> str:
+    """A date of the prior study; month and year slots, if still unset, agree with it."""
     day, month, year = rng.randint(1, 28), rng.randint(1, 12), rng.randint(2012, 2024)
+    slots.setdefault("month", P.MONTHS[month - 1])
+    slots.setdefault("year", str(year))
     form = rng.randrange(4)
     if form == 0:
         return f"{day:02d}/{month:02d}/{year}"
@@ -159,7 +162,7 @@ _SAMPLERS: dict[str, Sampler] = {
         "superior sagittal sinus", f"{s['side']} transverse sinus", f"{s['side']} transverse and sigmoid sinuses",
         "straight sinus", f"{s['side']} sigmoid sinus and jugular bulb",
     )),
-    "date": lambda r, s: _date(r),
+    "date": lambda r, s: _date(r, s),
     "month": lambda r, s: r.choice(P.MONTHS),
     "year": lambda r, s: str(r.randint(2012, 2024)),
     "name": lambda r, s: f"{r.choice('ABCDEFGHJKLMNPRST')}. {r.choice(P.SURNAMES)}",
@@ -248,6 +251,7 @@ class _Plan:
     background: list[tuple[str, str]] = field(default_factory=list)  # benign, negatives, normal statements
     conclusion: list[str] = field(default_factory=list)
     explained: set[str] = field(default_factory=set)  # concepts of findings raised and explained away
+    prior_slots: dict[str, str] = field(default_factory=dict)  # one prior study: the same date everywhere
 
     def sentences(self) -> list[tuple[str, str]]:
         return self.lead + self.background
@@ -285,8 +289,14 @@ def _category_weights(age: int) -> dict[str, float]:
     return weights
 
 
-def _realise(rng: random.Random, finding: Finding, plan: _Plan) -> _Present:
+def _slots(rng: random.Random, plan: _Plan) -> Slots:
     slots = Slots(rng)
+    slots.update(plan.prior_slots)
+    return slots
+
+
+def _realise(rng: random.Random, finding: Finding, plan: _Plan) -> _Present:
+    slots = _slots(rng, plan)
     description = rng.choice(finding.describe).format_map(slots)
     dx = rng.choice(finding.dx).format_map(slots)
     course = None
@@ -301,6 +311,8 @@ def _plan_report(rng: random.Random) -> _Plan:
     style = rng.choices(STYLES, weights=_STYLE_WEIGHTS)[0]
     us = rng.random() < (0.75 if style.startswith("us") else 0.2)
     plan = _Plan(age=age, sex=rng.choice(("F", "M")), style=style, us=us, prior=rng.random() < 0.35)
+    prior = Slots(rng)
+    plan.prior_slots = {"date": prior["date"], "month": prior["month"], "year": prior["year"], "prior": prior["prior"]}
 
     # 1. Abnormal findings.
     if rng.random() >= 0.33:
@@ -419,7 +431,7 @@ def _conclusion_item(rng: random.Random, item: _Present) -> str:
 
 def _negative_sentence(rng: random.Random, plan: _Plan, key: str, kind: str) -> tuple[str, str] | None:
     """A sentence for a hard negative (region, text), or None when it would contradict the report."""
-    slots = Slots(rng)
+    slots = _slots(rng, plan)
     if kind == "refuted":
         text = _cap(rng.choice(P.REFUTED[key]).format_map(slots))
     elif kind == "resolved":
@@ -470,9 +482,12 @@ def _list_negation(rng: random.Random, plan: _Plan) -> tuple[str, list[str]] | N
     return text, [key for key, _ in chosen if key != "abnormal"]
 
 
-def _write_findings(rng: random.Random, plan: _Plan, has_conclusion: bool) -> None:
+def _write_findings(rng: random.Random, plan: _Plan, has_conclusion: bool, describe_only: bool = False) -> None:
     for item in plan.present:
-        sentence = _finding_sentence(rng, item, with_dx=not has_conclusion or rng.random() < 0.4)
+        if describe_only and not item.hedged:
+            sentence = item.description
+        else:
+            sentence = _finding_sentence(rng, item, with_dx=not has_conclusion or rng.random() < 0.4)
         if item.course and rng.random() < 0.7:
             sentence += " " + _course_sentence(rng, item)
         plan.lead.append((item.finding.region, sentence))
@@ -619,7 +634,7 @@ def _render_sections(rng: random.Random, plan: _Plan, clinical: str, us_style: b
     if rng.random() < (0.85 if us_style else 0.5):
         block("technique", rng.choice(P.TECHNIQUES))
     if plan.prior:
-        block("comparison", rng.choice(P.COMPARISON_PRIOR).format_map(Slots(rng)))
+        block("comparison", rng.choice(P.COMPARISON_PRIOR).format_map(_slots(rng, plan)))
     elif rng.random() < (0.7 if us_style else 0.25):
         block("comparison", rng.choice(P.COMPARISON_NONE))
     sentences = [s for _, s in plan.sentences()]
@@ -643,7 +658,7 @@ def _render_subheadings(rng: random.Random, plan: _Plan, clinical: str) -> str:
     blocks = [rng.choice(P.TITLES)] if rng.random() < 0.8 else []
     blocks.append(f"{_heading(rng, 'clinical', True)}: {clinical}")
     blocks.append(f"{_heading(rng, 'technique', True)}: {rng.choice(P.TECHNIQUES)}")
-    comparison = (rng.choice(P.COMPARISON_PRIOR).format_map(Slots(rng)) if plan.prior
+    comparison = (rng.choice(P.COMPARISON_PRIOR).format_map(_slots(rng, plan)) if plan.prior
                   else rng.choice(P.COMPARISON_NONE))
     blocks.append(f"{_heading(rng, 'comparison', True)}: {comparison}")
     grouped: dict[str, list[str]] = {}
@@ -668,7 +683,7 @@ def _render_prose(rng: random.Random, plan: _Plan, clinical: str) -> str:
     ))
     parts = [opening]
     if plan.prior:
-        parts.append("Comparison is made with " + rng.choice(P.COMPARISON_PRIOR).format_map(Slots(rng)).rstrip(".").replace("Compared with the", "the") + ".")
+        parts.append("Comparison is made with " + rng.choice(P.COMPARISON_PRIOR).format_map(_slots(rng, plan)).rstrip(".").replace("Compared with the", "the") + ".")
     parts.append(" ".join(s for _, s in plan.sentences()))
     intro = rng.choice(("In summary, ", "Conclusion: ", "Impression: ", "Summary: ", "", "Overall: ", "Opinion: "))
     summary = " ".join(plan.conclusion)
@@ -694,7 +709,7 @@ def _render_telegraphic(rng: random.Random, plan: _Plan, clinical: str) -> str:
     concl = " ".join(_telegraphic(c) for c in plan.conclusion)
     hist = rng.choice(("Hx: ", "Ind: ", "CI: ", "", "?: ")) + clinical
     if plan.prior:
-        hist += " Prior " + rng.choice(P.MONTHS[:]) + " " + str(rng.randint(2014, 2024)) + "."
+        hist += f" Prior {plan.prior_slots['month']} {plan.prior_slots['year']}."
     return " ".join(x for x in (head, hist, body, rng.choice(("Concl: ", "Imp: ", "=> ", "Summary: ", "")) + concl) if x)
 
 
@@ -842,8 +857,11 @@ def generate_report(seed: int, index: int) -> GeneratedReport:
     plan = _plan_report(rng)
     labels = _labels_of(plan)
     has_conclusion = plan.style != "telegraphic" or rng.random() < 0.6
-    _write_findings(rng, plan, has_conclusion)
+    as_above = bool(plan.present) and has_conclusion and rng.random() < 0.08
+    _write_findings(rng, plan, has_conclusion and not as_above, describe_only=as_above)
     _write_conclusion(rng, plan)
+    if as_above:
+        plan.conclusion = [rng.choice(P.AS_ABOVE)]
     low, high = _TARGET_WORDS[plan.style]
     target = int(rng.triangular(low, high, low + (high - low) * 0.3))
     fixed_words = 12 + sum(_word_count(c) for c in plan.conclusion)

@@ -561,6 +561,12 @@ NO_ACUTE_CONCLUSIONS: tuple[str, ...] = (
     "No acute abnormality.",
 )
 
+# A conclusion that refers back instead of naming the findings: the description must carry the labels.
+AS_ABOVE: tuple[str, ...] = (
+    "Findings as described above.", "As above.", "See findings above.", "Abnormal study, as detailed above.",
+    "Appearances as described.",
+)
+
 OTHERWISE_NORMAL: tuple[str, ...] = (
     "Otherwise normal.", "No other abnormality.", "Otherwise unremarkable.", "No other significant finding.",
     "The remainder of the study is normal.", "Otherwise normal appearances.",
