@@ -154,14 +154,40 @@ class TritonConfig:
     model_repository: Path = Path("triton_models")
     startup_timeout_seconds: float = 120.0
     request_timeout_seconds: float = 30.0
+    extra_urls: tuple[str, ...] = ()
+    tls: bool = False
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    auth_header: str = ""
+    auth_token_file: str = ""
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every remote Triton server: url, then extra_urls (empty when the bundled server is used)."""
+        return (self.url, *self.extra_urls) if self.url else ()
 
     def validate(self) -> None:
-        if self.url and not re.match(r"^[\w.\-\[\]:]+:\d+$", self.url):
-            raise ConfigError(f"triton.url must be host:port of Triton's gRPC endpoint, got {self.url!r}")
+        for key, value in (("triton.url", self.url), *(("triton.extra_urls", url) for url in self.extra_urls)):
+            if value and not re.match(r"^[\w.\-\[\]:]+:\d+$", value):
+                raise ConfigError(f"{key} must be host:port of Triton's gRPC endpoint, got {value!r}")
         for key in ("http_port", "grpc_port", "metrics_port"):
             _port(f"triton.{key}", getattr(self, key))
         _positive("triton.startup_timeout_seconds", self.startup_timeout_seconds)
         _positive("triton.request_timeout_seconds", self.request_timeout_seconds)
+        remote_only = ("extra_urls", "tls", "tls_ca", "tls_cert", "tls_key", "auth_header", "auth_token_file")
+        for key in remote_only:
+            if getattr(self, key) and not self.url:
+                raise ConfigError(f"triton.{key} applies to a remote Triton server: set triton.url as well")
+        for key in ("tls_ca", "tls_cert", "tls_key"):
+            if getattr(self, key) and not self.tls:
+                raise ConfigError(f"triton.{key} is set but triton.tls is false")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("triton.tls_cert and triton.tls_key go together (the client certificate and its key)")
+        if bool(self.auth_header) != bool(self.auth_token_file):
+            raise ConfigError("triton.auth_header and triton.auth_token_file go together")
+        if self.auth_header and not re.fullmatch(r"[a-z0-9][a-z0-9\-_.]*", self.auth_header):
+            raise ConfigError(f"triton.auth_header must be a lower-case gRPC header name, got {self.auth_header!r}")
 
 
 @dataclass(frozen=True)

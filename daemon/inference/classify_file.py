@@ -102,9 +102,9 @@ async def triton_classifier(config: Config) -> AsyncIterator[Classifier]:
             finally:
                 await server.stop(time.monotonic() + config.daemon.drain_seconds)
             return
-    async with TritonClassifier(
-        grpc_url(config), settings.model, timeout_seconds=settings.request_timeout_seconds
-    ) as classifier:
+    from daemon.inference.triton_remote import connect_classifier
+
+    async with connect_classifier(config) as classifier:
         if not await classifier.is_ready():
             raise InferenceUnavailable(f"Triton at {grpc_url(config)} has no ready model {settings.model!r}")
         yield classifier

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from daemon.inference.triton_server import BundledTriton, grpc_url
 
@@ -19,6 +20,7 @@ class TritonComponent:
     name = "triton"
 
     def __init__(self, services: Services) -> None:
+        self._config = services.config
         self._settings = services.config.triton
         self.url = grpc_url(services.config)
         self.bundled = (
@@ -38,22 +40,33 @@ class TritonComponent:
     def health(self) -> Health:
         from daemon.app import Health
 
-        return Health(*model_readiness(self.url, self._settings.model))
+        from daemon.inference.triton_remote import readiness
+
+        # Every configured server (url + extra_urls), with the TLS settings and header of [triton].
+        return Health(*readiness(self._config))
 
 
-def model_readiness(url: str, model: str, timeout: float = 2.0) -> tuple[bool, str]:
+def model_readiness(
+    url: str,
+    model: str,
+    timeout: float = 2.0,
+    *,
+    client_options: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[bool, str]:
     """(up, detail) for Triton at `url` and `model`, without raising."""
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
+    sent = dict(headers or {}) or None
     try:
-        client = grpcclient.InferenceServerClient(url)
+        client = grpcclient.InferenceServerClient(url, **dict(client_options or {}))
         try:
-            if not client.is_server_ready(client_timeout=timeout):
+            if not client.is_server_ready(headers=sent, client_timeout=timeout):
                 return False, f"Triton at {url} not ready"
-            if not client.is_model_ready(model, client_timeout=timeout):
+            if not client.is_model_ready(model, headers=sent, client_timeout=timeout):
                 return False, f"Triton at {url} ready, model {model} not loaded"
-            versions = client.get_model_metadata(model, client_timeout=timeout).versions
+            versions = client.get_model_metadata(model, headers=sent, client_timeout=timeout).versions
             return True, f"{url} model {model}:{','.join(versions) or '?'}"
         finally:
             client.close()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
@@ -51,13 +52,17 @@ class TritonClassifier:
         timeout_seconds: float = 30.0,
         max_in_flight: int = 8,
         batch_size: int = 16,
+        client_options: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        # client_options (TLS) and headers (a token) for a remote server: daemon/inference/triton_remote.py
         self._url = url
         self._model = model
         self._timeout = timeout_seconds
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._batch_size = batch_size
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpcclient.InferenceServerClient(url, **dict(client_options or {}))
+        self._headers = dict(headers or {}) or None
         self._info: ModelInfo | None = None
         self._max_batch_size = 0
 
@@ -73,8 +78,8 @@ class TritonClassifier:
     async def is_ready(self) -> bool:
         try:
             return bool(
-                await self._client.is_server_ready(client_timeout=self._timeout)
-                and await self._client.is_model_ready(self._model, client_timeout=self._timeout)
+                await self._client.is_server_ready(headers=self._headers, client_timeout=self._timeout)
+                and await self._client.is_model_ready(self._model, headers=self._headers, client_timeout=self._timeout)
             )
         except InferenceServerException:
             return False
@@ -83,8 +88,12 @@ class TritonClassifier:
         """Name, version, labels and thresholds of the served model (read once, then cached)."""
         if self._info is None:
             try:
-                response = await self._client.get_model_config(self._model, as_json=True, client_timeout=self._timeout)
-                metadata = await self._client.get_model_metadata(self._model, as_json=True, client_timeout=self._timeout)
+                response = await self._client.get_model_config(
+                    self._model, headers=self._headers, as_json=True, client_timeout=self._timeout
+                )
+                metadata = await self._client.get_model_metadata(
+                    self._model, headers=self._headers, as_json=True, client_timeout=self._timeout
+                )
             except InferenceServerException as exc:
                 raise self._error(exc, "reading the model configuration") from exc
             config = response["config"]
@@ -116,7 +125,9 @@ class TritonClassifier:
         outputs = [grpcclient.InferRequestedOutput(OUTPUT_PROBABILITIES), grpcclient.InferRequestedOutput(OUTPUT_LABELS)]
         async with self._in_flight:
             try:
-                result = await self._client.infer(self._model, [tensor], outputs=outputs, client_timeout=self._timeout)
+                result = await self._client.infer(
+                    self._model, [tensor], outputs=outputs, headers=self._headers, client_timeout=self._timeout
+                )
             except InferenceServerException as exc:
                 raise self._error(exc, f"classifying {len(texts)} report(s)") from exc
         probabilities = result.as_numpy(OUTPUT_PROBABILITIES)

@@ -177,12 +177,10 @@ def build_classify_handler(services: Services) -> BatchHandler | None:
     settings = services.config.triton
     if not settings.enabled:
         return None
-    from daemon.inference.triton_client import TritonClassifier
-    from daemon.inference.triton_server import grpc_url
+    from daemon.inference.triton_remote import connect_classifier
 
     batch_size = services.config.workers.classify_batch_size
-    classifier = TritonClassifier(
-        grpc_url(services.config), settings.model, timeout_seconds=settings.request_timeout_seconds
-    )
+    # One Triton server, or several (load spread) with TLS/header settings: daemon/inference/triton_remote.py
+    classifier = connect_classifier(services.config)
     worker = ClassifyWorker(services.database, services.work_signal, classifier)
     return BatchHandler(worker.run, batch_size=batch_size, close=classifier.close)

@@ -100,11 +100,11 @@ async def run_relabel(
     config: Config, database: Database, selection: Selection, *, model: str | None = None
 ) -> RelabelSummary:
     """`neurolabel relabel`: through the configured Triton; ConnectionError when it is not serving the model."""
-    from daemon.inference.triton_client import TritonClassifier
+    from daemon.inference.triton_remote import connect_classifier
     from daemon.inference.triton_server import grpc_url
 
     url, name = grpc_url(config), model or config.triton.model
-    async with TritonClassifier(url, name, timeout_seconds=config.triton.request_timeout_seconds) as classifier:
+    async with connect_classifier(config, name) as classifier:
         if not await classifier.is_ready():
             raise ConnectionError(
                 f"Triton at {url} is not serving model {name!r}: start the daemon (`neurolabel run`) or the "
