@@ -123,3 +123,13 @@ def test_missing_file_and_missing_prediction(reports: Path, tmp_path: Path, caps
 def test_baseline_and_predictions_are_exclusive(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, str(reports), "--baseline", "--predictions", str(reports))
     assert code == 2 and "alternatives" in err
+
+
+def test_default_scorer_without_a_model_is_a_usage_error(
+    reports: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[triton]\nmodel_repository = "{tmp_path / "no-models"}"\n')
+    code, _, err = _run(capsys, str(reports), "--config", str(config))
+    assert code == 2
+    assert "cannot load the model" in err and "--baseline" in err
