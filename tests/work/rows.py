@@ -89,7 +89,9 @@ def labels_of(abnormal: int = 0, **positive: int) -> dict[str, int]:
     return labels
 
 
-def add_prediction(database: Database, report_id: int, labels: Mapping[str, int] | None = None, model: str = MODEL) -> int:
+def add_prediction(
+    database: Database, report_id: int, labels: Mapping[str, int] | None = None, model: str = MODEL
+) -> int:
     labels = dict(labels or labels_of())
     with database.begin() as connection:
         return int(

@@ -69,11 +69,12 @@ def handler(services: Services, classifier: FakeClassifier, batch_size: int = 8)
 
 async def test_a_batch_is_classified_in_one_call_and_linking_is_queued(services: Services) -> None:
     classifier = FakeClassifier()
-    ids = [add_report(services.database, accession=f"A{i}", text=f"report {i} {'mass' if i % 2 else ''}") for i in range(5)]
+    texts = [f"report {i} {'mass' if i % 2 else ''}" for i in range(5)]
+    ids = [add_report(services.database, accession=f"A{i}", text=text) for i, text in enumerate(texts)]
     superseded = add_report(services.database, accession="A9", state="superseded")
     enqueue_classify(services, [*ids, superseded, 10_000])
     async with running(services, handler(services, classifier)):
-        await wait_for(lambda: "pending" not in states(services, CLASSIFY) and "running" not in states(services, CLASSIFY))
+        await wait_for(lambda: not {"pending", "running"} & set(states(services, CLASSIFY)), what="all handled")
     assert len(classifier.calls) == 1 and len(classifier.calls[0]) == 5
     rows = prediction_rows(services)
     assert [row.report_id for row in rows] == ids

@@ -9,7 +9,15 @@ import sqlalchemy as sa
 from daemon.app import Services
 from daemon.store.schema import audit_events, report_link_states, report_links, study_link_states
 from daemon.work import link_jobs
-from daemon.work.link_jobs import LINK, STUDY_STABLE, WITHDRAW, recheck, run_link_job, run_study_stable_job, run_withdraw_job
+from daemon.work.link_jobs import (
+    LINK,
+    STUDY_STABLE,
+    WITHDRAW,
+    recheck,
+    run_link_job,
+    run_study_stable_job,
+    run_withdraw_job,
+)
 from daemon.work.sidecar import WRITEBACK
 from tests.work.rows import (
     add_prediction,

@@ -92,7 +92,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "facts", "studies", "overrides", "expected", "method"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("case", "facts", "studies", "overrides", "expected", "method"), CASES, ids=[c[0] for c in CASES]
+)
 def test_decide_link(case, facts, studies, overrides, expected, method) -> None:
     decision = decide_link(facts, studies, dataclasses.replace(LINKING, **overrides))
     assert decision.study_uids == expected
@@ -118,7 +120,9 @@ def test_park_reasons_name_what_is_missing() -> None:
     assert "study instance uid" in decide_link(report(uid="1.2"), [], LINKING).reason
     assert "accession" in decide_link(report(accession="A1"), [], LINKING).reason
     assert "2 studies" in decide_link(
-        report(accession="A1"), [study("1", "A1"), study("2", "A1")], dataclasses.replace(LINKING, multiple_matches="none")
+        report(accession="A1"),
+        [study("1", "A1"), study("2", "A1")],
+        dataclasses.replace(LINKING, multiple_matches="none"),
     ).reason
 
 
@@ -137,7 +141,9 @@ LABEL_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "current", "sources", "expected", "reason"), LABEL_CASES, ids=[c[0] for c in LABEL_CASES])
+@pytest.mark.parametrize(
+    ("case", "current", "sources", "expected", "reason"), LABEL_CASES, ids=[c[0] for c in LABEL_CASES]
+)
 def test_decide_labels(case, current, sources, expected, reason) -> None:
     existing = CurrentLabels(99, *current) if current else None
     change = decide_labels(existing, sources)
