@@ -56,7 +56,7 @@ from daemon.dicom.sr import (
     build_label_sr,
     sr_identity,
 )
-from daemon.dicom.storage import sync_directory
+from daemon.dicom.storage import sync_directories, sync_directory
 from daemon.dicom.uids import instance_path
 from daemon.labels import LabelRecord
 from daemon.store import queue
@@ -362,6 +362,7 @@ def _tag_instances(
     tagged = unchanged = 0
     sizes: dict[int, int] = {}
     evidence: list[Dataset] = []
+    renamed_in: set[Path] = set()
     for row in stored:
         path = storage / row.path
         if not write:
@@ -375,23 +376,26 @@ def _tag_instances(
                 apply_withdrawn_tags(dataset, record, withdrawn_at)
             else:
                 apply_label_tags(dataset, record)
-            sizes[row.id] = retag_file(path, dataset)
+            sizes[row.id] = retag_file(path, dataset, sync_folder=False)
+            renamed_in.add(path.parent)
             tagged += 1
         evidence.append(_evidence(dataset, full=not evidence))
+    # One fsync per folder (not per file) makes the renames durable before the commit records them.
+    sync_directories(renamed_in)
     return tagged, unchanged, sizes, evidence
 
 
-def retag_file(path: Path, dataset: Dataset) -> int:
+def retag_file(path: Path, dataset: Dataset, *, sync_folder: bool = True) -> int:
     """Write `dataset` over `path` atomically, encoded like the original (pixel data bytes untouched)."""
     buffer = io.BytesIO()
     dataset.save_as(buffer)
     data = buffer.getvalue()
-    atomic_write(path, data)
+    atomic_write(path, data, sync_folder=sync_folder)
     return len(data)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename over `path`, fsync the folder.
+def atomic_write(path: Path, data: bytes, *, sync_folder: bool = True) -> None:
+    """Temp file in the same folder, fsync, rename over `path`, fsync the folder (unless the caller does it).
 
     Not the intake's `.incoming` folder: the DICOM listener empties that when it starts, which may be while a
     write-back runs.
@@ -406,7 +410,8 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         _remove_quietly(temporary)
         raise
-    sync_directory(path.parent)
+    if sync_folder:
+        sync_directory(path.parent)
 
 
 _EVIDENCE_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")

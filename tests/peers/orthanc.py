@@ -130,7 +130,12 @@ def run_orthanc(folder: Path) -> Iterator[OrthancServer]:
         log_path = folder / "orthanc.log"
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
-                [binary, str(config_path)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                [binary, str(config_path)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # DCMTK (inside Orthanc) leaves Nagle's algorithm on unless told: ~40 ms per object on loopback.
+                env={**os.environ, "TCP_NODELAY": "1"},
             )
         try:
             if _wait_ready(server, process):
