@@ -291,6 +291,31 @@ def _inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _hl7(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from daemon.hl7.review import intake_for, list_rejected, reprocess
+
+    config = _config(args)
+    database = _database(config)
+    if args.hl7_command == "rejected":
+        rows = list_rejected(database, include_reprocessed=args.all, limit=args.limit)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        for row in [] if args.json else rows:
+            print(
+                f"{row['id']:>8}  {row['received_at']}  {row['peer']}  {row['sending_application']}^"
+                f"{row['sending_facility']}  MSH-10={row['control_id']}  {row['ack_code']}  {row['error']}"
+            )
+        return EXIT_OK
+    if not args.ids and not args.all:
+        raise UsageError("name the message ids to reprocess, or --all")
+    results = reprocess(intake_for(config, database), database, None if args.all else args.ids)
+    for result in results:
+        print(json.dumps(asdict(result)) if args.json else f"{result.message_id:>8}  {result.status:<9}  {result.detail}")
+    return EXIT_OK if all(r.status in ("accepted", "duplicate") for r in results) else EXIT_FAILURE
+
+
 # --- parser ---------------------------------------------------------------------
 
 
@@ -378,6 +403,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = command("inspect", _inspect, "show the labels a DICOM file carries (private tags or SR) as JSON")
     inspect.add_argument("file", metavar="FILE.dcm", help="a DICOM file (a tagged instance or neurolabel's SR)")
+
+    hl7 = command("hl7", _hl7, "HL7 messages that were rejected: list them, or run them through intake again")
+    hl7_commands = hl7.add_subparsers(dest="hl7_command", required=True, metavar="ACTION")
+    rejected = hl7_commands.add_parser("rejected", help="list rejected messages (newest first) and why", parents=[common])
+    rejected.add_argument("--all", action="store_true", help="include those already reprocessed")
+    rejected.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    rejected.add_argument("--json", action="store_true", help="machine-readable output")
+    again = hl7_commands.add_parser(
+        "reprocess", help="run rejected messages through intake again (e.g. after fixing [hl7])", parents=[common]
+    )
+    again.add_argument("ids", nargs="*", type=int, help="hl7_messages ids")
+    again.add_argument("--all", action="store_true", help="every rejected message not yet reprocessed")
+    again.add_argument("--json", action="store_true", help="machine-readable output")
 
     return parser
 

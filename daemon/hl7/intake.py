@@ -67,6 +67,8 @@ WITHDRAWN = "withdrawn"
 CLASSIFY_JOB = "classify"
 WITHDRAW_JOB = "withdraw"
 AUDIT_KIND = "hl7.message"
+AUDIT_REPORT = "report.stored"
+AUDIT_REPROCESS = "hl7.reprocess"
 
 # Statements built once: building a Core statement costs more than running it (~150 us against ~30 us).
 _EARLIER_ACCEPTED = sa.select(hl7_messages.c.id, hl7_messages.c.content_hash).where(
@@ -205,8 +207,8 @@ class Intake:
         try:
             with self._database.begin() as connection:
                 stored = {id(p): self._store(connection, p) for p in storable}
-        except Exception:
-            log.exception("batch of %d messages failed; storing them one at a time", len(storable))
+        except Exception as exc:
+            log.error("batch of %d messages failed (%s); storing them one at a time", len(storable), describe_error(exc))
             stored = {id(p): self._store_alone(p) for p in storable}
         store_ms = (time.perf_counter() - started) * 1000
         now = dt.datetime.now().astimezone()
@@ -234,6 +236,13 @@ class Intake:
                 connection.execute(
                     hl7_messages.update().where(hl7_messages.c.id == row.id).values(reprocessed_at=_utcnow())
                 )
+                outcome = handled.outcome
+                trail.record(
+                    connection,
+                    AUDIT_REPROCESS,
+                    trail.SUCCESS if outcome.status in (ACCEPTED, DUPLICATE) else trail.FAILURE,
+                    identifiers={"message_id": row.id, "new_message_id": outcome.message_id, "status": outcome.status},
+                )
             results.append((row.id, handled.outcome))
         return results
 
@@ -258,7 +267,7 @@ class Intake:
             except MessageProblem as exc:
                 header, problem = exc.header, exc.problem
             except Exception as exc:  # a parser bug must cost one message, never the connection
-                log.exception("unexpected error parsing a message from %s", item.peer)
+                log.error("unexpected error parsing a message from %s: %s", item.peer, describe_error(exc))
                 header = peek_header(item.payload, self._settings.default_charset)
                 problem = Problem(ErrorCode.APPLICATION_INTERNAL_ERROR, f"message could not be read ({type(exc).__name__})")
         if header is not None and (problem is None or not problem.reject):
@@ -275,13 +284,13 @@ class Intake:
             with self._database.begin() as connection:
                 return self._store(connection, prepared)
         except Exception as exc:
-            log.exception("message from %s could not be stored", prepared.received.peer)
+            log.error("message from %s could not be stored: %s", prepared.received.peer, describe_error(exc))
             problem = Problem(ErrorCode.APPLICATION_INTERNAL_ERROR, f"could not be stored ({type(exc).__name__}); resend later", reject=True)
         try:
             with self._database.begin() as connection:
                 return self._reject(connection, prepared, problem)
-        except Exception:
-            log.exception("rejected message from %s could not be kept either", prepared.received.peer)
+        except Exception as exc:
+            log.error("rejected message from %s could not be kept either: %s", prepared.received.peer, describe_error(exc))
             return Outcome(FAILED, prepared.header, problem)
 
     def _store(self, connection: Connection, prepared: _Prepared) -> Outcome:
@@ -391,7 +400,23 @@ class Intake:
                 "created_at": _utcnow(),
             },
         )
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        report_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        trail.record(
+            connection,
+            AUDIT_REPORT,
+            trail.SUCCESS,
+            identifiers={
+                "report_id": report_id,
+                "message_id": message_id,
+                "source": "hl7",
+                "accession_number": report.accession_number,
+                "study_instance_uid": report.study_instance_uid,
+                "result_status": report.result_status,
+                "state": state,
+                "supersedes_id": supersedes,
+            },
+        )
+        return report_id
 
     def _duplicate(self, connection: Connection, prepared: _Prepared, earlier_id: int) -> Outcome:
         message_id = self._insert_message(
@@ -483,6 +508,20 @@ class Intake:
             ack = build_ack(outcome.header, code, self._control_ids.next(), now, outcome.problem)
             acks.append(encode_reply(ack.text, codec))
         return Handled(outcome, tuple(acks), tuple(codes), prepared.parse_ms, store_ms)
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception for the log without its arguments: database errors carry the SQL parameters
+    (report text, patient names) and parser errors the values they choked on."""
+    where = ""
+    traceback = exc.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    if traceback is not None:
+        where = f" at {traceback.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{traceback.tb_lineno}"
+    database_error = getattr(exc, "orig", None)
+    kind = type(database_error).__name__ if database_error is not None else type(exc).__name__
+    return f"{type(exc).__name__} ({kind}){where}" if database_error is not None else f"{kind}{where}"
 
 
 def _is_ack(prepared: _Prepared) -> bool:

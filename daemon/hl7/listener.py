@@ -27,12 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge, Histogram
-
 from daemon.audit import trail
+from daemon.audit.pending import PendingAudit, ack_event
 from daemon.config import Hl7Config, TlsConfig
 from daemon.hl7.framing import Discarded, Frame, MllpDecoder, Oversize, frame
-from daemon.hl7.intake import Handled, Intake, Received, SenderPolicy
+from daemon.hl7.intake import Handled, Intake, Received, SenderPolicy, describe_error
 from daemon.hl7.parse import ParseSettings
 from daemon.store.database import Database
 
@@ -105,7 +104,7 @@ class GroupCommitter:
             try:
                 results = await loop.run_in_executor(self._executor, self._handle_batch, items)
             except Exception as exc:  # handle_batch answers per item; this is a bug, not a bad message
-                log.exception("hl7 batch of %d failed", len(batch))
+                log.error("hl7 batch of %d failed: %s", len(batch), describe_error(exc))
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
@@ -117,7 +116,10 @@ class GroupCommitter:
                 if not future.done():
                     future.set_result(handled)
                 self._queue.task_done()
-            self._on_committed(results)
+            try:
+                self._on_committed(results)
+            except Exception as exc:  # waking workers is best effort: they also poll
+                log.error("hl7 notify after commit failed: %s", describe_error(exc))
 
 
 @dataclass
@@ -143,17 +145,9 @@ class Hl7Listener:
         self._committer: GroupCommitter | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._closing = False
-        registry = services.registry
-        self._messages_total = Counter(
-            "neurolabel_hl7_messages", "HL7 messages received, by outcome", ["outcome"], registry=registry
-        )
-        self._ack_seconds = Histogram(
-            "neurolabel_hl7_ack_seconds",
-            "Time from a message's last byte to its acknowledgement being written",
-            registry=registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-        )
-        self._connections_gauge = Gauge("neurolabel_hl7_connections", "Open MLLP connections", registry=registry)
+        self._messages_total = services.metrics.hl7_messages
+        self._ack_seconds = services.metrics.hl7_ack_seconds
+        self._connections_gauge = services.metrics.hl7_connections
 
     @property
     def port(self) -> int:
@@ -170,6 +164,9 @@ class Hl7Listener:
         self._closing = False
         self._committer = GroupCommitter(self._intake.handle_batch, self._committed)
         self._committer.start()
+        # "hl7.ack" audit events, written in batches on the writer thread once the ACKs are sent.
+        self._ack_audit = PendingAudit(self._services.database, self._committer.run_in_writer)
+        self._ack_audit.start()
         self._server = await asyncio.start_server(
             self._serve, config.host, config.port, ssl=context, ssl_handshake_timeout=30.0 if context else None
         )
@@ -190,6 +187,7 @@ class Hl7Listener:
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
         if self._committer is not None:
+            await self._ack_audit.stop()
             await self._committer.stop(deadline)
         if self._server is not None:
             await self._server.wait_closed()
@@ -230,8 +228,8 @@ class Hl7Listener:
             pass
         except (ConnectionError, ssl.SSLError) as exc:
             log.info("hl7 connection from %s lost: %s", peer, type(exc).__name__)
-        except Exception:
-            log.exception("hl7 connection from %s failed", peer)
+        except Exception as exc:
+            log.error("hl7 connection from %s failed: %s", peer, describe_error(exc))
         finally:
             self._connections.pop(task, None)
             self._connections_gauge.dec()
@@ -292,6 +290,7 @@ class Hl7Listener:
         self._messages_total.labels(outcome.status).inc()
         if handled.acks:
             self._ack_seconds.observe(seconds)
+            self._ack_audit.add(ack_event(peer, handled, seconds))
         codes = "/".join(code.value for code in handled.ack_codes) or "no ACK"
         accession = ",".join(outcome.accessions) or "-"
         text = "hl7 %s %s MSH-10=%s accession=%s from %s: %s in %.1f ms (parse %.2f ms, batch %.1f ms)"
@@ -327,8 +326,8 @@ class Hl7Listener:
 
         try:
             await self._committer.run_in_writer(write)
-        except Exception:
-            log.exception("hl7 audit of %s from %s failed", kind, peer)
+        except Exception as exc:
+            log.error("hl7 audit of %s from %s failed: %s", kind, peer, describe_error(exc))
 
     def _allowed(self, host: str) -> bool:
         try:

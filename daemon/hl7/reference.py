@@ -19,10 +19,12 @@ TABLE_VERSION = "2.5"
 _VERSION = re.compile(r"^2\.(\d+)(?:\.(\d+))?")
 
 
+@functools.lru_cache(maxsize=1)
 def supported_versions() -> tuple[str, ...]:
     return tuple(sorted(hl7apy.SUPPORTED_LIBRARIES, key=_version_key))
 
 
+@functools.lru_cache(maxsize=64)
 def reference_version(version: str) -> str | None:
     """The hl7apy library for an MSH-12 value: exact, else the nearest older one; None if not HL7 v2."""
     match = _VERSION.match(version.strip())

@@ -221,3 +221,20 @@ def test_batches_keep_arrival_order_for_one_accession(database: Database, count:
     rows = _rows(database, reports)
     assert [r.state for r in rows] == ["superseded"] * (count - 1) + ["active"]
     assert rows[-1].text == f"version {count - 1}"
+
+
+def test_logs_never_carry_report_text_or_patient_identity(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    with database.begin() as connection:
+        if database.dialect != "sqlite":
+            pytest.skip("the failure is injected with a SQLite trigger")
+        connection.exec_driver_sql(
+            "CREATE TRIGGER boom BEFORE INSERT ON reports WHEN NEW.text LIKE '%SECRET%' BEGIN SELECT RAISE(ABORT, 'no'); END"
+        )
+    caplog.set_level("DEBUG")
+    secret = oru("LOG1", lines=("SECRET FINDING",), patient="PID|1||MRN-SECRET^^^HOSP^MR||SECRETNAME^ANN")
+    handled = _intake(database).handle_batch([_received(secret), _received(oru("LOG2", accession="LOG2"))])
+    assert [h.outcome.status for h in handled] == [REJECTED, ACCEPTED]
+    assert caplog.records, "the failure is logged"
+    assert "SECRET" not in caplog.text

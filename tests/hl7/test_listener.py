@@ -270,3 +270,20 @@ def _make_pki(folder: Path) -> dict[str, Path]:
             "-out", f"{name}.pem", "-days", "2", *extra,
         )  # fmt: skip
     return {name: folder / name for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+async def test_log_line_carries_ids_and_timing_not_content(
+    hl7_daemon: DaemonFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="neurolabel")
+    _daemon, port = await hl7_daemon()
+    client = await MllpClient.connect(port)
+    try:
+        await client.exchange(oru("LOGW1", accession="LOGACC", lines=("SECRET FINDING",)))
+        await client.exchange(oru("LOGW2", accession="LOGACC2", status="Q", lines=("SECRET OTHER",)))
+    finally:
+        await client.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "neurolabel.hl7"]
+    assert any("MSH-10=LOGW1" in line and "accession=LOGACC" in line and " ms " in line for line in lines)
+    assert any("MSH-10=LOGW2" in line and "103" in line for line in lines)
+    assert "SECRET" not in caplog.text and "MRN12345" not in caplog.text and "DOE" not in caplog.text
