@@ -37,6 +37,9 @@ log = logging.getLogger("neurolabel.classify")
 CLASSIFY = "classify"
 LINK = "link"
 REPORT_ACTIVE = "active"
+# Batches sent to Triton at once. Each batch is already split into concurrent requests by the client;
+# a second batch keeps the server busy while the first one's results are committed.
+BATCHES_IN_FLIGHT = 2
 # Deferral while the classifier is unavailable: doubles from the first to the last.
 UNAVAILABLE_FIRST_SECONDS = 1.0
 UNAVAILABLE_MAX_SECONDS = 30.0
@@ -183,4 +186,6 @@ def build_classify_handler(services: Services) -> BatchHandler | None:
     # One Triton server, or several (load spread) with TLS/header settings: daemon/inference/triton_remote.py
     classifier = connect_classifier(services.config)
     worker = ClassifyWorker(services.database, services.work_signal, classifier)
-    return BatchHandler(worker.run, batch_size=batch_size, close=classifier.close)
+    return BatchHandler(
+        worker.run, batch_size=batch_size, close=classifier.close, max_in_flight=BATCHES_IN_FLIGHT
+    )

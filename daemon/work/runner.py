@@ -18,6 +18,7 @@ then are cancelled and their rows left `running`, which the next start puts back
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import functools
 import itertools
@@ -54,6 +55,10 @@ class BatchHandler:
     batch_size: int
     # Called once when the runner stops (e.g. to close a gRPC channel).
     close: Callable[[], Awaitable[None]] | None = None
+    # Batches of this kind in flight at once (0: as many as free slots). While they run, new jobs queue up
+    # and the next claim takes them together, so batches grow with the load instead of hogging every slot.
+    max_in_flight: int = 0
+
 
 
 class Defer(Exception):
@@ -170,19 +175,39 @@ class JobRunner:
                 break
             if claimed:
                 continue
-            if len(self._in_flight) >= self._settings.concurrency:
+            claimable = self._claimable_kinds()
+            if not claimable:  # every slot busy, or every kind at its cap: wait for a job to finish
                 await signal.wait([self._wake_kind], timeout=None)
                 continue
-            timeout = await asyncio.to_thread(self._seconds_until_due)
-            await signal.wait([*self._kinds, self._wake_kind], timeout=timeout)
+            timeout = await asyncio.to_thread(self._seconds_until_due, claimable)
+            await signal.wait([*claimable, self._wake_kind], timeout=timeout)
+
+    def _claimable_kinds(self) -> list[str]:
+        """Kinds a claim may start now: a slot is free and the kind is under its in-flight cap."""
+        if len(self._in_flight) >= self._settings.concurrency:
+            return []
+        running = collections.Counter(jobs[0].kind for jobs in self._in_flight.values())
+        return [
+            kind
+            for kind, handler in self._handlers.items()
+            if not (isinstance(handler, BatchHandler) and handler.max_in_flight)
+            or running[kind] < handler.max_in_flight
+        ]
 
     async def _fill_slots(self) -> int:
-        """Claim for every kind in turn while slots are free; returns how many batches were started."""
+        """Claim for every kind with due jobs, in turn, while slots are free; returns how many batches started."""
+        claimable = self._claimable_kinds()
+        if not claimable:
+            return 0
+        # A read first: the claims (write transactions) go only to kinds that have due jobs.
+        due = await asyncio.to_thread(self._due_kinds, claimable)
         started = 0
         first = next(self._rotation) % len(self._kinds)
         for kind in self._kinds[first:] + self._kinds[:first]:
-            if self._stopping or len(self._in_flight) >= self._settings.concurrency:
-                break
+            if kind not in due:
+                continue
+            if self._stopping or kind not in self._claimable_kinds():
+                continue
             handler = self._handlers[kind]
             limit = handler.batch_size if isinstance(handler, BatchHandler) else 1
             claimed = await asyncio.to_thread(
@@ -208,11 +233,25 @@ class JobRunner:
             log.error("job task crashed", exc_info=task.exception())
         self._services.work_signal.notify(self._wake_kind)
 
-    def _seconds_until_due(self) -> float:
+    def _due_kinds(self, kinds: Sequence[str]) -> set[str]:
+        with self._services.database.connect() as connection:
+            return set(
+                connection.execute(
+                    sa.select(jobs_table.c.kind)
+                    .where(
+                        jobs_table.c.state == queue.PENDING,
+                        jobs_table.c.kind.in_(kinds),
+                        jobs_table.c.not_before <= queue.utcnow(),
+                    )
+                    .distinct()
+                ).scalars()
+            )
+
+    def _seconds_until_due(self, kinds: Sequence[str]) -> float:
         with self._services.database.connect() as connection:
             earliest = connection.execute(
                 sa.select(sa.func.min(jobs_table.c.not_before)).where(
-                    jobs_table.c.state == queue.PENDING, jobs_table.c.kind.in_(self._kinds)
+                    jobs_table.c.state == queue.PENDING, jobs_table.c.kind.in_(kinds)
                 )
             ).scalar()
         if earliest is None:

@@ -17,9 +17,9 @@ from daemon.work.runner import IDLE_RECHECK_SECONDS, BatchHandler, Defer, JobFai
 from tests.work.conftest import running, wait_for
 
 
-def enqueue_many(services: Services, kind: str, count: int) -> list[int]:
+def enqueue_many(services: Services, kind: str, count: int, prefix: str = "k") -> list[int]:
     with services.database.begin() as connection:
-        ids = [queue.enqueue(connection, kind, f"k{i}", {"n": i}) for i in range(count)]
+        ids = [queue.enqueue(connection, kind, f"{prefix}{i}", {"n": i}) for i in range(count)]
     services.work_signal.notify(kind)
     return [i for i in ids if i is not None]
 
@@ -151,6 +151,32 @@ async def test_batch_handler_gets_jobs_together_and_reports_failures_per_job(ser
     assert [len(b) for b in batches] == [4, 4, 2]
     states = {row.payload["n"]: row.state for row in job_rows(services).values()}
     assert states == {n: "failed" if n % 2 else "done" for n in range(10)}
+
+
+async def test_a_capped_batch_kind_leaves_the_other_slots_to_other_kinds(services: Services) -> None:
+    release = asyncio.Event()
+    batches: list[int] = []
+    quick: list[int] = []
+
+    async def run(batch: Sequence[Job]) -> Mapping[int, BaseException]:
+        batches.append(len(batch))
+        await release.wait()
+        return {}
+
+    async def small(job: Job) -> None:
+        quick.append(job.id)
+
+    handlers = {"big": BatchHandler(run, batch_size=2, max_in_flight=1), "small": small}
+    async with running(services, handlers):
+        enqueue_many(services, "big", 1)
+        await wait_for(lambda: batches == [1], what="first batch running")
+        enqueue_many(services, "big", 5, prefix="more")
+        enqueue_many(services, "small", 3)
+        await wait_for(lambda: len(quick) == 3, what="the other kind's jobs")
+        assert batches == [1]  # at its cap while the first batch runs: the others wait, together
+        release.set()
+        await wait_for(lambda: all_in_state(services, "done", 9), what="all done")
+    assert batches == [1, 2, 2, 1]
 
 
 async def test_an_idle_runner_is_woken_by_the_signal_not_by_polling(services: Services) -> None:
