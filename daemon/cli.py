@@ -125,6 +125,57 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _db_downgrade(args: argparse.Namespace) -> int:
+    from alembic.util.exc import CommandError
+
+    from daemon.store.database import open_database
+    from daemon.store.migrate import current_revision, downgrade_to
+
+    config = _config(args)
+    database = open_database(config.database.url)
+    try:
+        downgrade_to(database, args.revision)
+    except CommandError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"database at revision {current_revision(database) or 'base (empty)'}")
+    return EXIT_OK
+
+
+def _db_history(args: argparse.Namespace) -> int:
+    from daemon.store.database import open_database
+    from daemon.store.migrate import current_revision, revisions
+
+    config = _config(args)
+    current = current_revision(open_database(config.database.url))
+    for revision, message in revisions():
+        print(f"{revision}  {message}{'  (current)' if revision == current else ''}")
+    return EXIT_OK
+
+
+def _db_copy(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from daemon.config import DatabaseConfig
+    from daemon.store.copy import CopyRefused, copy_database
+    from daemon.store.database import open_database
+
+    config = _config(args)
+    DatabaseConfig(url=args.to).validate()
+    source, target = open_database(config.database.url), open_database(args.to)
+    try:
+        summary = copy_database(source, target, progress=lambda table, rows: print(f"{table}: {rows} rows"))
+    except CopyRefused as exc:
+        raise UsageError(str(exc)) from None
+    except SQLAlchemyError as exc:
+        reason = getattr(exc, "orig", None) or exc
+        raise CommandFailed(f"copy failed, the target is unchanged: {type(exc).__name__}: {reason}") from None
+    finally:
+        source.dispose()
+        target.dispose()
+    print(f"copied {summary.total} rows in {summary.seconds:.1f} s; now set [database] url to the new database")
+    return EXIT_OK
+
+
 def _jobs(args: argparse.Namespace) -> int:
     from daemon.store.queue import depths, retry_failed
 
@@ -352,6 +403,24 @@ def build_parser() -> argparse.ArgumentParser:
     db = command("db", _db_upgrade, "database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply database migrations", parents=[common])
+    downgrade = db_commands.add_parser(
+        "downgrade",
+        help="undo migrations down to REVISION, for a rollback (back up the database first)",
+        parents=[common],
+    )
+    downgrade.add_argument("revision", help="the revision the older version needs (see `neurolabel db history`)")
+    downgrade.set_defaults(handler=_db_downgrade)
+    history = db_commands.add_parser("history", help="list the migrations, newest first", parents=[common])
+    history.set_defaults(handler=_db_history)
+    copy = db_commands.add_parser(
+        "copy",
+        help="copy every row into another, empty database (SQLite to PostgreSQL, or back)",
+        parents=[common],
+    )
+    copy.add_argument(
+        "--to", required=True, metavar="URL", help="target URL, e.g. postgresql+psycopg://neurolabel@db/neurolabel"
+    )
+    copy.set_defaults(handler=_db_copy)
 
     jobs = command("jobs", _jobs, "inspect the work queue or re-run failed jobs")
     jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")

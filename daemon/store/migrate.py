@@ -33,6 +33,17 @@ def upgrade_to_head(database: Database) -> None:
         command.upgrade(_alembic_config(database), "head")
 
 
+def downgrade_to(database: Database, revision: str) -> None:
+    """Undo migrations down to `revision` ("base" for none), for a rollback to an older neurolabel."""
+    with _ALEMBIC_IN_PROCESS:
+        command.downgrade(_alembic_config(database), revision)
+
+
+def revisions() -> list[tuple[str, str]]:
+    """(revision, message) of every migration, newest first."""
+    return [(script.revision, script.doc) for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()]
+
+
 def current_revision(database: Database) -> str | None:
     with database.engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()

@@ -61,10 +61,12 @@ def test_access_reads_the_token_and_checks_files(test_config: Config, tmp_path: 
     assert readiness(missing) == (False, f"triton.auth_token_file: cannot read {tmp_path / 'missing'}")
 
 
-def test_one_url_gives_a_plain_triton_classifier(test_config: Config) -> None:
-    assert isinstance(connect_classifier(with_overrides(test_config, triton={"url": "a:8001"})), TritonClassifier)
-    spread = connect_classifier(with_overrides(test_config, triton={"url": "a:8001", "extra_urls": ("b:8001",)}))
-    assert isinstance(spread, SpreadClassifier) and spread.urls == ("a:8001", "b:8001")
+async def test_one_url_gives_a_plain_triton_classifier(test_config: Config) -> None:
+    async with connect_classifier(with_overrides(test_config, triton={"url": "a:8001"})) as single:
+        assert isinstance(single, TritonClassifier)
+    config = with_overrides(test_config, triton={"url": "a:8001", "extra_urls": ("b:8001",)})
+    async with connect_classifier(config) as spread:
+        assert isinstance(spread, SpreadClassifier) and spread.urls == ("a:8001", "b:8001")
 
 
 # --- spreading, with stand-in servers ----------------------------------------------------------------

@@ -65,8 +65,14 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_cluster(bin_dir: Path, *, max_connections: int = 300) -> Iterator[PostgresServer]:
-    """initdb + pg_ctl start in a fresh temp folder (owned by the postgres user when run as root); stop and delete."""
+def running_cluster(
+    bin_dir: Path, *, max_connections: int = 300, password: str | None = None, durable: bool = False
+) -> Iterator[PostgresServer]:
+    """initdb + pg_ctl start in a fresh temp folder (owned by the postgres user when run as root); stop and delete.
+
+    With `password`, TCP connections must authenticate with it (scram-sha-256); otherwise every connection
+    is trusted.
+    """
     as_root = os.geteuid() == 0
     # Not under pytest's tmp_path: that is private to root, and the server must be able to reach its folder.
     folder = Path(tempfile.mkdtemp(prefix="neurolabel-pg-"))
@@ -89,21 +95,21 @@ def running_cluster(bin_dir: Path, *, max_connections: int = 300) -> Iterator[Po
 
     started = False
     try:
-        run(str(bin_dir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+        auth = ["--auth=trust"]
+        if password is not None:
+            password_file = folder / "password"
+            password_file.write_text(password + "\n")
+            if as_root:
+                os.chown(password_file, account.pw_uid, account.pw_gid)
+            auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={password_file}"]
+        run(str(bin_dir / "initdb"), "-D", str(data), "-U", user, *auth, "-E", "UTF8", "--locale=C.UTF-8")
         for attempt in range(3):
             port = _free_port()
-            options = " ".join(
-                (
-                    f"-p {port}",
-                    f"-k {folder}",
-                    "-c listen_addresses=127.0.0.1",
-                    f"-c max_connections={max_connections}",
-                    # A test cluster: durability is not what is under test, speed is welcome.
-                    "-c fsync=off",
-                    "-c synchronous_commit=off",
-                    "-c full_page_writes=off",
-                )
-            )
+            settings = [f"-p {port}", f"-k {folder}", "-c listen_addresses=127.0.0.1", f"-c max_connections={max_connections}"]
+            if not durable:
+                # A test cluster: durability is not what is under test, speed is welcome.
+                settings += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+            options = " ".join(settings)
             try:
                 run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w",
                     "-t", "60", "start")

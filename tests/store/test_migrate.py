@@ -14,7 +14,7 @@ from daemon.app import start_daemon, stop_daemon
 from daemon.cli import main
 from daemon.config import with_overrides
 from daemon.store.database import open_database
-from daemon.store.migrate import DatabaseNotMigrated, current_revision, head_revision, upgrade_to_head
+from daemon.store.migrate import DatabaseNotMigrated, current_revision, head_revision, revisions, upgrade_to_head
 from daemon.store.schema import metadata
 from tests.conftest import make_test_config
 
@@ -42,20 +42,27 @@ def test_db_upgrade_command_brings_an_empty_database_to_head(
         database.dispose()
 
 
-def test_downgrade_to_base_and_back_for_rollback(database_url: str) -> None:
-    from alembic import command
-
-    from daemon.store.migrate import _alembic_config
-
+def test_downgrade_for_rollback_and_upgrade_again(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(_write_config(tmp_path, database_url))
+    assert main(["db", "upgrade", "--config", config]) == 0
+    history = [(revision, message) for revision, message in revisions()]
+    assert history[0][0] == head_revision() and len(history) >= 2
+    capsys.readouterr()
+    assert main(["db", "history", "--config", config]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"{history[0][0]}  {history[0][1]}  (current)"
+    previous = history[1][0]
+    assert main(["db", "downgrade", previous, "--config", config]) == 0
+    assert f"database at revision {previous}" in capsys.readouterr().out
+    assert main(["db", "downgrade", "base", "--config", config]) == 0
     database = open_database(database_url)
     try:
-        upgrade_to_head(database)
-        command.downgrade(_alembic_config(database), "base")
         assert current_revision(database) is None
-        upgrade_to_head(database)
-        assert current_revision(database) == head_revision()
     finally:
         database.dispose()
+    assert main(["db", "downgrade", "no-such-revision", "--config", config]) == 2
+    assert main(["db", "upgrade", "--config", config]) == 0
 
 
 def test_instances_starting_together_migrate_once(database_url: str, tmp_path: Path) -> None:
