@@ -68,18 +68,19 @@ CLASSIFY_JOB = "classify"
 WITHDRAW_JOB = "withdraw"
 AUDIT_KIND = "hl7.message"
 AUDIT_REPORT = "report.stored"
-AUDIT_REPROCESS = "hl7.reprocess"
+AUDIT_REPROCESS = "reprocess.hl7"
 
 # Statements built once: building a Core statement costs more than running it (~150 us against ~30 us).
-_EARLIER_ACCEPTED = sa.select(hl7_messages.c.id, hl7_messages.c.content_hash).where(
-    hl7_messages.c.sending_application == sa.bindparam("application"),
-    hl7_messages.c.sending_facility == sa.bindparam("facility"),
-    hl7_messages.c.control_id == sa.bindparam("control_id"),
-    hl7_messages.c.status == ACCEPTED,
-)
-_ACTIVE_REPORTS = (
-    sa.select(reports.c.id, reports.c.result_status)
-    .where(reports.c.accession_number == sa.bindparam("accession"), reports.c.state == ACTIVE)
+_ACCEPTED_WITH_CONTROL_IDS = sa.select(
+    hl7_messages.c.id,
+    hl7_messages.c.content_hash,
+    hl7_messages.c.sending_application,
+    hl7_messages.c.sending_facility,
+    hl7_messages.c.control_id,
+).where(hl7_messages.c.control_id.in_(sa.bindparam("control_ids", expanding=True)), hl7_messages.c.status == ACCEPTED)
+_ACTIVE_WITH_ACCESSIONS = (
+    sa.select(reports.c.id, reports.c.result_status, reports.c.accession_number)
+    .where(reports.c.accession_number.in_(sa.bindparam("accessions", expanding=True)), reports.c.state == ACTIVE)
     .order_by(reports.c.id)
 )
 _SET_REPORT_STATE = reports.update().where(reports.c.id == sa.bindparam("report_id")).values(state=sa.bindparam("new_state"))
@@ -184,6 +185,43 @@ class _Prepared:
     warnings: tuple[str, ...] = field(default=())
 
 
+@dataclass
+class _Writer:
+    """One transaction of intake: what its messages need from the database, read with two queries up front and
+    kept current as the transaction writes (so a resend or a correction later in the same batch sees the earlier
+    message), and the audit rows, written together before the commit."""
+
+    connection: Connection
+    # (sending application, sending facility, control id) -> (message id, content hash) of accepted messages
+    accepted: dict[tuple[str, str, str], tuple[int, str | None]]
+    # accession -> [(report id, result status)] of its active reports, oldest first
+    active: dict[str, list[tuple[int, str]]]
+    audit: list[trail.AuditEvent] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, connection: Connection, batch: Sequence[_Prepared]) -> _Writer:
+        messages = [p.message for p in batch if p.message is not None and p.problem is None]
+        control_ids = sorted({m.header.control_id for m in messages})
+        accessions = sorted({r.accession_number for m in messages for r in m.reports if r.accession_number})
+        accepted: dict[tuple[str, str, str], tuple[int, str | None]] = {}
+        active: dict[str, list[tuple[int, str]]] = {}
+        if control_ids:
+            for row in connection.execute(_ACCEPTED_WITH_CONTROL_IDS, {"control_ids": control_ids}):
+                accepted[(row.sending_application, row.sending_facility, row.control_id)] = (row.id, row.content_hash)
+        if accessions:
+            for row in connection.execute(_ACTIVE_WITH_ACCESSIONS, {"accessions": accessions}):
+                active.setdefault(row.accession_number, []).append((row.id, row.result_status))
+        return cls(connection, accepted, active)
+
+    def flush(self) -> None:
+        trail.record_many(self.connection, self.audit)
+        self.audit.clear()
+
+
+def _sender_key(header: Header) -> tuple[str, str, str]:
+    return header.sending_application[:227], header.sending_facility[:227], header.control_id
+
+
 class Intake:
     def __init__(
         self,
@@ -206,7 +244,9 @@ class Intake:
         storable = [p for p in prepared if not _is_ack(p)]
         try:
             with self._database.begin() as connection:
-                stored = {id(p): self._store(connection, p) for p in storable}
+                writer = _Writer.open(connection, storable)
+                stored = {id(p): self._store(writer, p) for p in storable}
+                writer.flush()
         except Exception as exc:
             log.error("batch of %d messages failed (%s); storing them one at a time", len(storable), describe_error(exc))
             stored = {id(p): self._store_alone(p) for p in storable}
@@ -282,41 +322,42 @@ class Intake:
     def _store_alone(self, prepared: _Prepared) -> Outcome:
         try:
             with self._database.begin() as connection:
-                return self._store(connection, prepared)
+                writer = _Writer.open(connection, [prepared])
+                outcome = self._store(writer, prepared)
+                writer.flush()
+                return outcome
         except Exception as exc:
             log.error("message from %s could not be stored: %s", prepared.received.peer, describe_error(exc))
             problem = Problem(ErrorCode.APPLICATION_INTERNAL_ERROR, f"could not be stored ({type(exc).__name__}); resend later", reject=True)
         try:
             with self._database.begin() as connection:
-                return self._reject(connection, prepared, problem)
+                writer = _Writer.open(connection, [])
+                outcome = self._reject(writer, prepared, problem)
+                writer.flush()
+                return outcome
         except Exception as exc:
             log.error("rejected message from %s could not be kept either: %s", prepared.received.peer, describe_error(exc))
             return Outcome(FAILED, prepared.header, problem)
 
-    def _store(self, connection: Connection, prepared: _Prepared) -> Outcome:
+    def _store(self, writer: _Writer, prepared: _Prepared) -> Outcome:
         if prepared.problem is not None or prepared.message is None:
             problem = prepared.problem or Problem(ErrorCode.APPLICATION_INTERNAL_ERROR, "message not read", reject=True)
-            return self._reject(connection, prepared, problem)
+            return self._reject(writer, prepared, problem)
         message = prepared.message
         header = message.header
-        earlier = connection.execute(
-            _EARLIER_ACCEPTED,
-            {
-                "application": header.sending_application[:227],
-                "facility": header.sending_facility[:227],
-                "control_id": header.control_id,
-            },
-        ).first()
+        earlier = writer.accepted.get(_sender_key(header))
         if earlier is not None:
-            if earlier.content_hash == message.content_hash:
-                return self._duplicate(connection, prepared, earlier.id)
+            earlier_id, earlier_hash = earlier
+            if earlier_hash == message.content_hash:
+                return self._duplicate(writer, prepared, earlier_id)
             problem = Problem(
                 ErrorCode.DUPLICATE_KEY_IDENTIFIER,
                 f"MSH-10 {header.control_id} was already accepted from this sender with other content",
                 Location("MSH", 1, 10),
             )
-            return self._reject(connection, prepared, problem)
-        message_id = self._insert_message(connection, prepared, ACCEPTED, AckCode.APPLICATION_ACCEPT)
+            return self._reject(writer, prepared, problem)
+        message_id = self._insert_message(writer.connection, prepared, ACCEPTED, AckCode.APPLICATION_ACCEPT)
+        writer.accepted[_sender_key(header)] = (message_id, message.content_hash)
         report_ids: list[int] = []
         superseded: list[int] = []
         withdrawn: list[int] = []
@@ -324,7 +365,7 @@ class Intake:
         if message.status_only:
             notes.append(f"result status {message.status_only}: an order status, no report")
         for report in message.reports:
-            self._apply_report(connection, message, message_id, report, report_ids, superseded, withdrawn, notes)
+            self._apply_report(writer, message, message_id, report, report_ids, superseded, withdrawn, notes)
         outcome = Outcome(
             ACCEPTED,
             header,
@@ -335,12 +376,12 @@ class Intake:
             accessions=tuple(r.accession_number for r in message.reports if r.accession_number),
             warnings=tuple(notes),
         )
-        self._audit(connection, prepared, outcome, trail.SUCCESS, "; ".join(notes) or None)
+        self._audit(writer, prepared, outcome, trail.SUCCESS, "; ".join(notes) or None)
         return outcome
 
     def _apply_report(
         self,
-        connection: Connection,
+        writer: _Writer,
         message: Message,
         message_id: int,
         report: Report,
@@ -349,36 +390,40 @@ class Intake:
         withdrawn: list[int],
         notes: list[str],
     ) -> None:
-        active = []
-        if report.accession_number:
-            active = connection.execute(_ACTIVE_REPORTS, {"accession": report.accession_number}).all()
+        connection = writer.connection
+        accession = report.accession_number
+        active = writer.active.get(accession, []) if accession else []
         if report.result_status == CANCELLED:
             if not active:
-                notes.append(f"cancellation of accession {report.accession_number}: no active report to withdraw")
-            for row in active:
-                connection.execute(_SET_REPORT_STATE, {"report_id": row.id, "new_state": WITHDRAWN})
-                enqueue(connection, WITHDRAW_JOB, key=f"report:{row.id}", payload={"report_id": row.id})
-                withdrawn.append(row.id)
+                notes.append(f"cancellation of accession {accession}: no active report to withdraw")
+            for active_id, _status in active:
+                connection.execute(_SET_REPORT_STATE, {"report_id": active_id, "new_state": WITHDRAWN})
+                enqueue(connection, WITHDRAW_JOB, key=f"report:{active_id}", payload={"report_id": active_id})
+                withdrawn.append(active_id)
+            if accession:
+                writer.active[accession] = []
             return
-        if report.result_status == PRELIMINARY and any(row.result_status in (FINAL, CORRECTED) for row in active):
+        if report.result_status == PRELIMINARY and any(status in (FINAL, CORRECTED) for _id, status in active):
             # Out of order: a preliminary after the final is history, not the current report.
-            self._insert_report(connection, message, message_id, report, SUPERSEDED, None)
-            notes.append(f"preliminary report for accession {report.accession_number} after its final: kept as history")
+            self._insert_report(writer, message, message_id, report, SUPERSEDED, None)
+            notes.append(f"preliminary report for accession {accession} after its final: kept as history")
             return
-        report_id = self._insert_report(connection, message, message_id, report, ACTIVE, active[-1].id if active else None)
-        for row in active:
-            connection.execute(_SET_REPORT_STATE, {"report_id": row.id, "new_state": SUPERSEDED})
-            superseded.append(row.id)
+        report_id = self._insert_report(writer, message, message_id, report, ACTIVE, active[-1][0] if active else None)
+        for active_id, _status in active:
+            connection.execute(_SET_REPORT_STATE, {"report_id": active_id, "new_state": SUPERSEDED})
+            superseded.append(active_id)
+        if accession:
+            writer.active[accession] = [(report_id, report.result_status)]
         enqueue(connection, CLASSIFY_JOB, key=f"report:{report_id}", payload={"report_id": report_id})
         report_ids.append(report_id)
 
     def _insert_report(
-        self, connection: Connection, message: Message, message_id: int, report: Report, state: str, supersedes: int | None
+        self, writer: _Writer, message: Message, message_id: int, report: Report, state: str, supersedes: int | None
     ) -> int:
         patient = message.patient
         primary = patient.primary
         identifiers = [{"id": i.value, "authority": i.authority, "type": i.type_code} for i in patient.identifiers]
-        result = connection.execute(
+        result = writer.connection.execute(
             _INSERT_REPORT,
             {
                 "message_id": message_id,
@@ -401,36 +446,37 @@ class Intake:
             },
         )
         report_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-        trail.record(
-            connection,
-            AUDIT_REPORT,
-            trail.SUCCESS,
-            identifiers={
-                "report_id": report_id,
-                "message_id": message_id,
-                "source": "hl7",
-                "accession_number": report.accession_number,
-                "study_instance_uid": report.study_instance_uid,
-                "result_status": report.result_status,
-                "state": state,
-                "supersedes_id": supersedes,
-            },
+        writer.audit.append(
+            trail.AuditEvent(
+                AUDIT_REPORT,
+                trail.SUCCESS,
+                identifiers={
+                    "report_id": report_id,
+                    "message_id": message_id,
+                    "source": "hl7",
+                    "accession_number": report.accession_number,
+                    "study_instance_uid": report.study_instance_uid,
+                    "result_status": report.result_status,
+                    "state": state,
+                    "supersedes_id": supersedes,
+                },
+            )
         )
         return report_id
 
-    def _duplicate(self, connection: Connection, prepared: _Prepared, earlier_id: int) -> Outcome:
+    def _duplicate(self, writer: _Writer, prepared: _Prepared, earlier_id: int) -> Outcome:
         message_id = self._insert_message(
-            connection, prepared, DUPLICATE, AckCode.APPLICATION_ACCEPT, duplicate_of=earlier_id
+            writer.connection, prepared, DUPLICATE, AckCode.APPLICATION_ACCEPT, duplicate_of=earlier_id
         )
         outcome = Outcome(DUPLICATE, prepared.header, message_id=message_id)
-        self._audit(connection, prepared, outcome, trail.DUPLICATE, f"resend of message {earlier_id}")
+        self._audit(writer, prepared, outcome, trail.DUPLICATE, f"resend of message {earlier_id}")
         return outcome
 
-    def _reject(self, connection: Connection, prepared: _Prepared, problem: Problem) -> Outcome:
+    def _reject(self, writer: _Writer, prepared: _Prepared, problem: Problem) -> Outcome:
         code = AckCode.APPLICATION_REJECT if problem.reject else AckCode.APPLICATION_ERROR
-        message_id = self._insert_message(connection, prepared, REJECTED, code, problem=problem)
+        message_id = self._insert_message(writer.connection, prepared, REJECTED, code, problem=problem)
         outcome = Outcome(REJECTED, prepared.header, problem, message_id=message_id, warnings=prepared.warnings)
-        self._audit(connection, prepared, outcome, trail.REJECTED, problem.describe())
+        self._audit(writer, prepared, outcome, trail.REJECTED, problem.describe())
         return outcome
 
     def _insert_message(
@@ -469,7 +515,7 @@ class Intake:
         )
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
-    def _audit(self, connection: Connection, prepared: _Prepared, outcome: Outcome, result: str, detail: str | None) -> None:
+    def _audit(self, writer: _Writer, prepared: _Prepared, outcome: Outcome, result: str, detail: str | None) -> None:
         header = prepared.header
         identifiers: dict[str, object] = {
             "control_id": header.control_id if header else None,
@@ -486,14 +532,15 @@ class Intake:
             identifiers["withdrawn_report_ids"] = list(outcome.withdrawn_ids)
         if outcome.problem is not None:
             identifiers["error_code"] = outcome.problem.code.value
-        trail.record(
-            connection,
-            AUDIT_KIND,
-            result,
-            actor=_actor(header, prepared.received.peer),
-            identifiers=identifiers,
-            duration_ms=round(prepared.parse_ms, 3),
-            detail=detail,
+        writer.audit.append(
+            trail.AuditEvent(
+                AUDIT_KIND,
+                result,
+                actor=_actor(header, prepared.received.peer),
+                identifiers=identifiers,
+                duration_ms=round(prepared.parse_ms, 3),
+                detail=detail,
+            )
         )
 
     # --- replies -------------------------------------------------------------

@@ -276,6 +276,14 @@ def parse_message(raw: bytes, settings: ParseSettings) -> Message:
     header = read_header(segments[0], delimiters, decoded.codec)
     warnings: list[str] = [decoded.warning] if decoded.warning else []
     header = check_header(header, settings, warnings)
+    for segment in segments[1:]:
+        if segment.id in ("MSH", "FHS", "BHS"):
+            # One message per MLLP frame: a second header would merge two messages under one ACK.
+            text = f"{segment.id} segment inside the message: send one message per MLLP frame (batches are not supported)"
+            raise MessageProblem(
+                Problem(ErrorCode.SEGMENT_SEQUENCE_ERROR, text, Location(segment.id, segment.sequence), reject=True),
+                header,
+            )
     body = "\r".join(delimiters.field.join(s.fields[1:]) for s in segments[1:])
     patient = read_patient(segments, delimiters, header, warnings)
     reports, status_only = read_reports(segments, header, settings, warnings)

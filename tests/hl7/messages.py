@@ -195,6 +195,23 @@ VENDOR_CASES: dict[str, tuple[bytes, dict[str, object]]] = {
         ).encode(),
         {"text": "Right text."},
     ),
+    "trailing delimiters, MSH-8 security, processing id D, no accession": (
+        (
+            "MSH|^~\\&|EPIC|EPICADT|SMS|SMSADT|199912271408|CHARRIS|ORU^R01|1817457|D|2.5|\r"
+            "PID||0493575^^^2^ID 1|454721||DOE^JOHN^^^^|DOE^JOHN^^^^|19480203|M||B|||||M|NON|400003403~1129086|\r"
+            "OBR|1|||71020^CHEST 2 VIEWS^CPT4|||200502221030|||||||||||||||200502221130||XR|F|||||||&ROBERTS&JOHN&&DR&MD||\r"
+            "OBX|1|TX|71020^CHEST 2 VIEWS^CPT4||CLINICAL HISTORY: Cough||||||F|||200502221130|\r"
+        ).encode(),
+        {"accession": None, "status": "F", "text": "CLINICAL HISTORY: Cough", "patient_id": "454721"},
+    ),
+    "empty value type, v2.3.1": (
+        (
+            "MSH|^~\\&|RIS|HOSP|NL|NL|20240305143000||ORU^R01|VT1|P|2.3.1\r"
+            "OBR|1||ACC100|MRHEAD|||||||||||||||||||||F\r"
+            "OBX|1||||Plain text without a value type.||||||F\r"
+        ).encode(),
+        {"accession": "ACC100", "text": "Plain text without a value type."},
+    ),
     "no VT-style leading whitespace and BOM": (
         ("\ufeff" + oru("BOM1")).encode("utf-8"),
         {"accession": "ACC1001"},
@@ -209,6 +226,7 @@ ERROR_CASES: dict[str, tuple[bytes, str, str, str | None]] = {
     "unsupported version": (oru("E3", version="3.0").encode(), "AR", "203", "MSH-12"),
     "unsupported processing id": (oru("E4", processing_id="Q").encode(), "AR", "202", "MSH-11"),
     "missing control id": (oru("").encode(), "AR", "101", "MSH-10"),
+    "two messages in one frame": ((oru("TWO1") + oru("TWO2")).encode(), "AR", "100", "MSH"),
     "no OBR": (
         "MSH|^~\\&|RIS|HOSP|NL|NL|20240305143000||ORU^R01|E5|P|2.5\rPID|1||M1\r".encode(),
         "AE",
