@@ -54,11 +54,13 @@ class Pipeline:
     def database(self) -> Any:
         return self.daemon.services.database
 
-    async def send_study(self, accession: str, *, instances_count: int = 3, study_uid: str | None = None) -> str:
+    async def send_study(
+        self, accession: str, *, instances_count: int = 3, study_uid: str | None = None, first_number: int = 1
+    ) -> str:
         """storescu an MR study of `instances_count` instances; returns its Study Instance UID."""
         uid = study_uid or generate_uid()
-        folder = self.tmp_path / "studies" / uid
-        files = write_study(folder, uid, accession, instances_count)
+        folder = self.tmp_path / "studies" / uid / str(first_number)
+        files = write_study(folder, uid, accession, instances_count, first_number)
         port = self.daemon.component("dicom").port  # type: ignore[attr-defined]
         result = await run_tool(self.dcmtk, "storescu", ["-aec", "NEUROLABEL", "127.0.0.1", str(port),
                                                          *map(str, files)])
@@ -124,13 +126,13 @@ MLLP_START = b"\x0b"
 MLLP_STOP = b"\x1c\r"
 
 
-def write_study(folder: Path, study_uid: str, accession: str, count: int) -> list[Path]:
-    """An MR study made of pydicom's MR_small with fresh UIDs, our accession and patient."""
+def write_study(folder: Path, study_uid: str, accession: str, count: int, first_number: int = 1) -> list[Path]:
+    """MR instances made of pydicom's MR_small with fresh UIDs, our study, accession and patient."""
     folder.mkdir(parents=True, exist_ok=True)
     template = pydicom.dcmread(pydicom_file("MR_small.dcm"))
     series_uid = generate_uid()
     files = []
-    for number in range(1, count + 1):
+    for number in range(first_number, first_number + count):
         dataset = template.copy()
         dataset.StudyInstanceUID = study_uid
         dataset.SeriesInstanceUID = series_uid
@@ -196,9 +198,24 @@ async def test_images_first_then_report(pipeline: PipelineFactory) -> None:
     assert row.labels == model_says(p.report_text("E2E-A1"))
     assert row.model.startswith("neurolabel_report:")
     await wait_for(lambda: p.writebacks_done(row.id), timeout=60, what="write-back done")
-    for path in p.stored_files(uid):
-        record = read_label_tags(pydicom.dcmread(path))
-        assert record is not None and dict(record.labels) == row.labels
+    assert all(carries(path, row) for path in p.stored_files(uid))
+
+
+async def test_instances_arriving_after_the_labels_are_tagged_too(pipeline: PipelineFactory) -> None:
+    p = await pipeline()
+    uid = await p.send_study("E2E-G1", instances_count=2)
+    await p.send_report("E2EG1", "E2E-G1", MASS)
+    row = await labelled(p, uid)
+    await wait_for(lambda: p.writebacks_done(row.id), timeout=60, what="first write-back")
+    await p.send_study("E2E-G1", instances_count=2, study_uid=uid, first_number=3)
+    await wait_for(lambda: len(p.stored_files(uid)) == 4 and all(carries(path, row) for path in p.stored_files(uid)),
+                   timeout=60, what="the late instances tagged")
+    assert [r.id for r in p.history(uid)] == [row.id]  # the same labels, written again
+
+
+def carries(path: Path, row: sa.Row) -> bool:
+    record = read_label_tags(pydicom.dcmread(path))
+    return record is not None and dict(record.labels) == row.labels
 
 
 async def test_report_first_then_images(pipeline: PipelineFactory) -> None:
