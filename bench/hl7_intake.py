@@ -235,6 +235,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="messages/s of the latency scenario")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency scenario")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--folder", type=Path, help="where the databases go (default: the system's temporary folder); its disk's "
+        "fsync latency bounds the one-connection rate"
+    )
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -246,7 +250,7 @@ def main() -> None:
         (f"{args.rate:g} msg/s paced", 4, int(args.rate * args.seconds), args.rate),
     ]
     results = []
-    with tempfile.TemporaryDirectory(prefix="hl7bench-") as root:
+    with tempfile.TemporaryDirectory(prefix="hl7bench-", dir=args.folder) as root:
         probe = fsync_probe(Path(root))
         for name, connections, total, rate in scenarios:
             folder = Path(root) / name.replace(" ", "-").replace("/", "")

@@ -69,11 +69,11 @@ class GroupCommitter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hl7-group-commit")
 
-    async def submit(self, received: Received) -> Handled:
+    def put(self, received: Received) -> asyncio.Future[Handled]:
+        """Queue a message now (queue order is commit order); the future resolves after its commit."""
         future: asyncio.Future[Handled] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((received, future))
-        # Shielded: a connection cancelled while waiting must not cancel a commit under way.
-        return await asyncio.shield(future)
+        return future
 
     async def run_in_writer(self, function: Callable[[], None]) -> None:
         """Run a small piece of database work (connection-level audit rows) on the writer thread."""
@@ -251,28 +251,33 @@ class Hl7Listener:
                 break
             if not data:
                 break
+            # Every message of this read is queued at once, so a sender that does not wait for each ACK
+            # still gets group commit; the ACKs go back in order, each after its own commit.
+            submitted: list[tuple[float, asyncio.Future[Handled]]] = []
             for event in decoder.feed(data):
                 if isinstance(event, Discarded):
                     await self._discarded(peer, event)
                     continue
-                received_at = time.monotonic()
-                connection.busy = True
-                try:
-                    received = Received(
-                        payload=event.payload if isinstance(event, Frame) else event.head,
-                        peer=peer,
-                        received_at=dt.datetime.now(dt.timezone.utc),
-                        oversize=event.size if isinstance(event, Oversize) else None,
-                    )
-                    handled = await self._committer.submit(received)
+                received = Received(
+                    payload=event.payload if isinstance(event, Frame) else event.head,
+                    peer=peer,
+                    received_at=dt.datetime.now(dt.timezone.utc),
+                    oversize=event.size if isinstance(event, Oversize) else None,
+                )
+                submitted.append((time.monotonic(), self._committer.put(received)))
+            if not submitted:
+                continue
+            connection.busy = True
+            try:
+                for received_at, future in submitted:
+                    # Shielded: a connection cancelled while waiting must not cancel a commit under way.
+                    handled = await asyncio.shield(future)
                     for ack in handled.acks:
                         writer.write(frame(ack))
                     await writer.drain()
-                finally:
-                    connection.busy = False
-                self._log(peer, handled, time.monotonic() - received_at)
-                if self._closing:
-                    return
+                    self._log(peer, handled, time.monotonic() - received_at)
+            finally:
+                connection.busy = False
         for event in decoder.finish():
             if isinstance(event, Discarded):
                 await self._discarded(peer, event)

@@ -287,3 +287,21 @@ async def test_log_line_carries_ids_and_timing_not_content(
     assert any("MSH-10=LOGW1" in line and "accession=LOGACC" in line and " ms " in line for line in lines)
     assert any("MSH-10=LOGW2" in line and "103" in line for line in lines)
     assert "SECRET" not in caplog.text and "MRN12345" not in caplog.text and "DOE" not in caplog.text
+
+
+async def test_pipelined_messages_are_committed_together_and_acknowledged_in_order(
+    hl7_daemon: DaemonFactory,
+) -> None:
+    daemon, port = await hl7_daemon()
+    client = await MllpClient.connect(port)
+    try:
+        client.writer.write(b"".join(frame(oru(f"PIPE{i}", accession=f"PIPE{i}").encode()) for i in range(50)))
+        await client.writer.drain()
+        assert [msa(await client.read_ack())[:2] for _ in range(50)] == [["AA", f"PIPE{i}"] for i in range(50)]
+    finally:
+        await client.close()
+    listener = daemon.component("hl7")
+    assert isinstance(listener, Hl7Listener)
+    committer = listener._committer  # noqa: SLF001 - group commit is what this test is about
+    assert committer is not None and committer.messages == 50 and committer.batches < 50
+    assert _count(daemon, reports) == 50
