@@ -367,6 +367,40 @@ def _hl7(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.status in ("accepted", "duplicate") for r in results) else EXIT_FAILURE
 
 
+def _backfill(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daemon.backfill.display import progress_bar
+    from daemon.backfill.run import BackfillStopped, check_backfill_file, run_backfill
+    from daemon.backfill.sources import BackfillInputError
+    from daemon.inference.prediction import InferenceFailed, InferenceUnavailable
+    from daemon.inference.triton_server import TritonNotInstalled, TritonStartFailed
+
+    if args.batch < 1:
+        raise UsageError("--batch must be at least 1")
+    config = _config(args)
+    try:
+        checked = check_backfill_file(config, Path(args.file), args.format)
+    except BackfillInputError as exc:
+        raise UsageError(str(exc)) from None
+    database = _database(config)
+    try:
+        with progress_bar() as progress:
+            counts = run_backfill(config, database, checked, batch_size=args.batch, progress=progress)
+    except BackfillStopped as exc:
+        print("\n".join(exc.counts.lines()), file=sys.stderr)
+        print(f"neurolabel: backfill stopped ({exc}); run the same command again to resume", file=sys.stderr)
+        return 130 if str(exc) == "interrupted" else EXIT_FAILURE
+    except TritonNotInstalled as exc:
+        raise UsageError(str(exc)) from None
+    except (InferenceUnavailable, InferenceFailed, TritonStartFailed) as exc:
+        raise CommandFailed(str(exc)) from None
+    finally:
+        database.dispose()
+    print("\n".join(counts.lines()))
+    return EXIT_OK
+
+
 # --- parser ---------------------------------------------------------------------
 
 
@@ -485,6 +519,14 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("ids", nargs="*", type=int, help="hl7_messages ids")
     again.add_argument("--all", action="store_true", help="every rejected message not yet reprocessed")
     again.add_argument("--json", action="store_true", help="machine-readable output")
+
+    backfill = command("backfill", _backfill, "label a file of historic reports through Triton and link them to the "
+                       "studies already indexed; resumable (run it again after an interruption)")
+    backfill.add_argument("file", metavar="FILE", help="reports: JSONL (id, text, optional accession_number, "
+                          "study_instance_uid, patient_id, study_date), CSV with those columns, or HL7 messages")
+    backfill.add_argument("--format", choices=("jsonl", "csv", "hl7"),
+                          help="the file's format (default: from its extension)")
+    backfill.add_argument("--batch", type=int, default=256, help="reports per batch sent to Triton (default 256)")
 
     return parser
 

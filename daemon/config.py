@@ -261,6 +261,21 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    schedule: str = "30 3 * * *"
+    hl7_raw_days: int = 0
+    delete_forwarded_files: bool = False
+    forwarded_files_after_hours: float = 24.0
+    audit_days: int = 0
+
+    def validate(self) -> None:
+        _cron("retention.schedule", self.schedule)
+        _positive("retention.hl7_raw_days", self.hl7_raw_days, allow_zero=True)
+        _positive("retention.forwarded_files_after_hours", self.forwarded_files_after_hours, allow_zero=True)
+        _positive("retention.audit_days", self.audit_days, allow_zero=True)
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     hl7: Hl7Config = field(default_factory=Hl7Config)
@@ -273,6 +288,7 @@ class Config:
     writeback: WritebackConfig = field(default_factory=WritebackConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: Path | None = None
 
     def validate(self) -> None:
@@ -448,6 +464,15 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
 def _port(key: str, value: int, allow_zero: bool = True) -> None:
     if not (0 if allow_zero else 1) <= value <= 65535:
         raise _KeyError(key, f"'{key}' must be a TCP port (0-65535, 0 picks a free one), got {value!r}")
+
+
+def _cron(key: str, value: str) -> None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as exc:
+        raise _KeyError(key, f"'{key}': {value!r} is not a cron expression (minute hour day month weekday): {exc}") from None
 
 
 def _network(key: str, value: str) -> None:

@@ -6,6 +6,8 @@ import datetime as dt
 import logging
 from pathlib import Path
 
+from apscheduler.triggers.base import BaseTrigger
+
 from daemon.audit.report import Period, gather, write_report
 from daemon.config import Config
 from daemon.store.database import Database
@@ -41,3 +43,34 @@ def write_audit_report(
     written = write_report(data, config.audit.report_dir)
     log.info("audit report written to %s (%d studies labelled)", written[0].parent, data.labelled_studies)
     return written
+
+
+# Windows searched, in turn, for the two fire times before now (a cron schedule fires at least yearly).
+_SEARCH_WINDOWS = (dt.timedelta(hours=3), dt.timedelta(days=3), dt.timedelta(days=35), dt.timedelta(days=400))
+
+
+def previous_period(trigger: BaseTrigger, now: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
+    """[the fire time before the latest, the latest fire time at or before `now`) of a cron trigger.
+
+    The scheduled report run at 06:00 by "0 6 * * *" covers yesterday 06:00 to today 06:00; hourly,
+    the hour before; weekly, the week before. None if the trigger fired less than twice in a year.
+    """
+    for window in _SEARCH_WINDOWS:
+        times: list[dt.datetime] = []
+        moment = trigger.get_next_fire_time(None, now - window)
+        while moment is not None and moment <= now:
+            times.append(moment)
+            moment = trigger.get_next_fire_time(moment, moment + dt.timedelta(microseconds=1))
+        if len(times) >= 2:
+            return times[-2], times[-1]
+    return None
+
+
+def write_scheduled_report(
+    config: Config, database: Database, trigger: BaseTrigger, now: dt.datetime | None = None
+) -> list[Path]:
+    """The scheduler's run: the report for the period since the schedule's previous fire time."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    period = previous_period(trigger, now)
+    since, until = period if period is not None else (None, now)
+    return write_audit_report(config, database, since, until)

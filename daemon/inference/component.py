@@ -22,6 +22,7 @@ class TritonComponent:
     def __init__(self, services: Services) -> None:
         self._config = services.config
         self._settings = services.config.triton
+        self._ready_gauge = services.metrics.triton_ready
         self.url = grpc_url(services.config)
         self.bundled = (
             None if self._settings.url else BundledTriton(self._settings, services.config.daemon.state_dir)
@@ -43,7 +44,9 @@ class TritonComponent:
         from daemon.inference.triton_remote import readiness
 
         # Every configured server (url + extra_urls), with the TLS settings and header of [triton].
-        return Health(*readiness(self._config))
+        up, detail = readiness(self._config)
+        self._ready_gauge.set(1 if up else 0)
+        return Health(up, detail)
 
 
 def model_readiness(

@@ -8,6 +8,7 @@ left as they are.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from daemon.audit import trail
+from daemon.audit.events import audit_classified
 from daemon.config import Config
 from daemon.inference.prediction import Classifier, InferenceUnavailable
 from daemon.store.database import Database
@@ -25,6 +28,7 @@ from daemon.work.classify import store_prediction
 log = logging.getLogger("neurolabel.relabel")
 
 BATCH_SIZE = 64
+AUDIT_RELABEL = "reprocess.relabel"
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,8 @@ async def relabel(
         now = dt.datetime.now(dt.timezone.utc)
         with database.begin() as connection:
             for report_id, prediction in zip(batch, results):
-                store_prediction(connection, report_id, prediction, info.thresholds, now)
+                prediction_id = store_prediction(connection, report_id, prediction, info.thresholds, now)
+                audit_classified(connection, report_id, prediction_id, prediction.model, len(batch), None, source="relabel")
                 for uid in sidecar.linked_study_uids(connection, report_id):
                     written = sidecar.label_study(connection, uid, now)
                     if written is not None:
@@ -87,6 +92,10 @@ async def relabel(
         classified += len(batch)
         log.info("relabelled %d/%d report(s) with %s", classified, len(todo), info.model)
     summary = RelabelSummary(info.model, len(chosen), classified, len(chosen) - len(todo), len(queued))
+    with database.begin() as connection:
+        trail.record(connection, AUDIT_RELABEL, trail.SUCCESS, identifiers=dataclasses.asdict(summary),
+                     detail=f"since {selection.since.isoformat() if selection.since else '-'}, "
+                     f"{len(selection.accessions)} accession(s) named")
     return summary, queued
 
 

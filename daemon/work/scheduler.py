@@ -4,7 +4,9 @@
   looked at again, and reports and studies unmatched past `[linking] unmatched_after_hours` are reported;
 - stability safety net: studies whose quiet period passed without being marked stable (DICOM intake's
   `mark_due_studies`; its own timers and start-up recovery do this normally);
-- the audit report, on the cron expression `[audit] report_schedule` (local time).
+- the audit report, on the cron expression `[audit] report_schedule` (local time), for the period since
+  the schedule's previous fire time;
+- retention (daemon/ops/retention.py), on the cron expression `[retention] schedule`.
 
 Blocking work runs in threads; each job runs at most once at a time and missed runs coalesce.
 """
@@ -23,6 +25,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.config import ConfigError
+from daemon.ops.retention import run_retention
 from daemon.work import sidecar
 from daemon.work.component import optional_function
 from daemon.work.link_jobs import RecheckSummary, recheck
@@ -35,6 +38,7 @@ log = logging.getLogger("neurolabel.scheduler")
 LINKING_RECHECK = "linking-recheck"
 STABILITY_RECOVERY = "stability-recovery"
 AUDIT_REPORT = "audit-report"
+RETENTION = "retention"
 # DICOM intake's safety net: mark_due_studies(database, quiet_seconds, work_signal) -> list of UIDs.
 STABILITY_HOOK = ("daemon.dicom.stability", "mark_due_studies")
 STABILITY_INTERVAL_SECONDS_MIN = 30.0
@@ -64,7 +68,10 @@ class Scheduler:
             every = IntervalTrigger(seconds=max(STABILITY_INTERVAL_SECONDS_MIN, quiet))
             check = self._in_thread(stability, services.database, quiet, services.work_signal)
             self._add(STABILITY_RECOVERY, check, every)
-        self._add(AUDIT_REPORT, self._in_thread(self._audit_report), audit_trigger(config.audit.report_schedule))
+        self._audit_trigger = audit_trigger(config.audit.report_schedule)
+        self._add(AUDIT_REPORT, self._in_thread(self._audit_report), self._audit_trigger)
+        retention = CronTrigger.from_crontab(config.retention.schedule)  # validated with the configuration
+        self._add(RETENTION, self._in_thread(run_retention, config, services.database, services.metrics), retention)
 
     @property
     def job_ids(self) -> list[str]:
@@ -132,9 +139,10 @@ class Scheduler:
         return summary
 
     def _audit_report(self) -> None:
-        from daemon.audit.scheduled import write_audit_report
+        from daemon.audit.scheduled import write_scheduled_report
 
-        write_audit_report(self._services.config, self._services.database)
+        # The period since the schedule's previous fire time (yesterday 06:00 to today 06:00 by default).
+        write_scheduled_report(self._services.config, self._services.database, self._audit_trigger)
 
 
 def build_scheduler(services: Services) -> Scheduler:

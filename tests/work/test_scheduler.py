@@ -11,7 +11,14 @@ from apscheduler.triggers.cron import CronTrigger
 from daemon.app import Services
 from daemon.config import ConfigError, with_overrides
 from daemon.work.link_jobs import LINK, run_link_job
-from daemon.work.scheduler import AUDIT_REPORT, LINKING_RECHECK, STABILITY_RECOVERY, Scheduler, audit_trigger
+from daemon.work.scheduler import (
+    AUDIT_REPORT,
+    LINKING_RECHECK,
+    RETENTION,
+    STABILITY_RECOVERY,
+    Scheduler,
+    audit_trigger,
+)
 from tests.work.conftest import make_services, wait_for
 from tests.work.rows import add_prediction, add_report, add_study, claim_one, label_rows
 
@@ -28,7 +35,7 @@ def test_the_audit_schedule_is_a_cron_expression() -> None:
 
 async def test_jobs_registered(services: Services) -> None:
     scheduler = Scheduler(services)
-    assert set(scheduler.job_ids) == {LINKING_RECHECK, AUDIT_REPORT}  # [dicom] disabled: no stability check
+    assert set(scheduler.job_ids) == {LINKING_RECHECK, AUDIT_REPORT, RETENTION}  # [dicom] off: no stability check
     with_dicom = make_services(with_overrides(services.config, dicom={"enabled": True}), services.database)
     assert STABILITY_RECOVERY in Scheduler(with_dicom).job_ids
 

@@ -481,6 +481,7 @@ async def test_writeback_then_forward_through_the_runner(
         work_signal=services.work_signal,
         instance_name=services.instance_name,
         registry=services.registry,
+        metrics=services.metrics,
     )
     store_study(services.config, database)
     label_id = add_labels(database)

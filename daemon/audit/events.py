@@ -1,0 +1,35 @@
+"""Audit events written from more than one place (the inference worker, backfill, relabel)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+from daemon.audit import trail
+
+REPORT_CLASSIFIED = "report.classified"
+
+
+def audit_classified(
+    connection: Connection,
+    report_id: int,
+    prediction_id: int,
+    model: str,
+    batch_size: int,
+    batch_ms: float | None,
+    *,
+    source: str | None = None,
+) -> None:
+    """The "report.classified" event: which model labelled the report, in a batch of how many, in how long."""
+    trail.record(
+        connection,
+        REPORT_CLASSIFIED,
+        trail.SUCCESS,
+        identifiers={
+            "report_id": report_id,
+            "prediction_id": prediction_id,
+            "model": model,
+            "batch_size": batch_size,
+            "source": source,
+        },
+        duration_ms=round(batch_ms, 1) if batch_ms is not None else None,
+    )
