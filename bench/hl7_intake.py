@@ -187,7 +187,14 @@ async def run_scenario(
     start = time.perf_counter()
     outcomes = await asyncio.gather(
         *(
-            sender(port, [f"{name[:3]}{c}x{i}" for i in range(per_connection)], latencies, acked, pace, start + c / (rate or 1))
+            sender(
+                port,
+                [f"{name[:3]}{c}x{i}" for i in range(per_connection)],
+                latencies,
+                acked,
+                pace,
+                start + c / (rate or 1),
+            )
             for c in range(connections)
         )
     )
@@ -236,8 +243,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency scenario")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
-        "--folder", type=Path, help="where the databases go (default: the system's temporary folder); its disk's "
-        "fsync latency bounds the one-connection rate"
+        "--folder",
+        type=Path,
+        help="where the databases go (default: the system's temporary folder); its disk's "
+        "fsync latency bounds the one-connection rate",
     )
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -278,7 +287,10 @@ def main() -> None:
                 f"({result.messages} messages, all AA: {result.all_aa}, all stored: {result.all_stored})",
                 flush=True,
             )
-    print(f"fsync probe (4 kB write + fsync, median): {probe} ms; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"fsync probe (4 kB write + fsync, median): {probe} ms; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     if args.json:
         args.json.write_text(
             json.dumps(

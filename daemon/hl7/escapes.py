@@ -99,7 +99,7 @@ def _replacement(sequence: str, delimiters: Delimiters, codec: str) -> str:
 
 
 def _decode_hex(data: bytes, codec: str) -> str:
-    """Bytes from \\X..\\ in the message's character set; as with whole messages, UTF-8 then Windows-1252 if they do not fit."""
+    """Bytes from \\X..\\ in the message's character set; like whole messages, UTF-8 then Windows-1252 if not."""
     for candidate in (codec, "utf-8", "cp1252"):
         if candidate in ("utf-16", "utf-32"):
             continue

@@ -97,7 +97,9 @@ class MllpDecoder:
         """The connection ended: report what is left as discarded (a partial message is never processed)."""
         events: list[FrameEvent] = []
         if self._in_frame:
-            events.append(Discarded(bytes(self._buffer), f"connection closed mid-message after {self._frame_size} bytes"))
+            events.append(
+                Discarded(bytes(self._buffer), f"connection closed mid-message after {self._frame_size} bytes")
+            )
         elif self._buffer.strip(_INTER_FRAME_NOISE):
             events.append(Discarded(bytes(self._buffer), "bytes outside a frame"))
         self._buffer.clear()

@@ -83,7 +83,9 @@ _ACTIVE_WITH_ACCESSIONS = (
     .where(reports.c.accession_number.in_(sa.bindparam("accessions", expanding=True)), reports.c.state == ACTIVE)
     .order_by(reports.c.id)
 )
-_SET_REPORT_STATE = reports.update().where(reports.c.id == sa.bindparam("report_id")).values(state=sa.bindparam("new_state"))
+_SET_REPORT_STATE = (
+    reports.update().where(reports.c.id == sa.bindparam("report_id")).values(state=sa.bindparam("new_state"))
+)
 _INSERT_MESSAGE = hl7_messages.insert()
 _INSERT_REPORT = reports.insert()
 
@@ -248,7 +250,9 @@ class Intake:
                 stored = {id(p): self._store(writer, p) for p in storable}
                 writer.flush()
         except Exception as exc:
-            log.error("batch of %d messages failed (%s); storing them one at a time", len(storable), describe_error(exc))
+            log.error(
+                "batch of %d messages failed (%s); storing them one at a time", len(storable), describe_error(exc)
+            )
             stored = {id(p): self._store_alone(p) for p in storable}
         store_ms = (time.perf_counter() - started) * 1000
         now = dt.datetime.now().astimezone()
@@ -309,13 +313,17 @@ class Intake:
             except Exception as exc:  # a parser bug must cost one message, never the connection
                 log.error("unexpected error parsing a message from %s: %s", item.peer, describe_error(exc))
                 header = peek_header(item.payload, self._settings.default_charset)
-                problem = Problem(ErrorCode.APPLICATION_INTERNAL_ERROR, f"message could not be read ({type(exc).__name__})")
+                problem = Problem(
+                    ErrorCode.APPLICATION_INTERNAL_ERROR, f"message could not be read ({type(exc).__name__})"
+                )
         if header is not None and (problem is None or not problem.reject):
             refused = self._senders.check(header)
             if refused is not None:
                 problem = refused
         elapsed = (time.perf_counter() - started) * 1000
-        return _Prepared(item, header, message if problem is None else None, problem, elapsed, message.warnings if message else ())
+        return _Prepared(
+            item, header, message if problem is None else None, problem, elapsed, message.warnings if message else ()
+        )
 
     # --- storing -------------------------------------------------------------
 
@@ -328,7 +336,11 @@ class Intake:
                 return outcome
         except Exception as exc:
             log.error("message from %s could not be stored: %s", prepared.received.peer, describe_error(exc))
-            problem = Problem(ErrorCode.APPLICATION_INTERNAL_ERROR, f"could not be stored ({type(exc).__name__}); resend later", reject=True)
+            problem = Problem(
+                ErrorCode.APPLICATION_INTERNAL_ERROR,
+                f"could not be stored ({type(exc).__name__}); resend later",
+                reject=True,
+            )
         try:
             with self._database.begin() as connection:
                 writer = _Writer.open(connection, [])
@@ -336,7 +348,9 @@ class Intake:
                 writer.flush()
                 return outcome
         except Exception as exc:
-            log.error("rejected message from %s could not be kept either: %s", prepared.received.peer, describe_error(exc))
+            log.error(
+                "rejected message from %s could not be kept either: %s", prepared.received.peer, describe_error(exc)
+            )
             return Outcome(FAILED, prepared.header, problem)
 
     def _store(self, writer: _Writer, prepared: _Prepared) -> Outcome:

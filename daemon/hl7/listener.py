@@ -57,7 +57,9 @@ class GroupCommitter:
         self._on_committed = on_committed
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[Received, asyncio.Future[Handled]]] = asyncio.Queue()
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurolabel-hl7-writer")
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="neurolabel-hl7-writer"
+        )
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.messages = 0
@@ -112,7 +114,7 @@ class GroupCommitter:
                 continue
             self.batches += 1
             self.messages += len(batch)
-            for (_, future), handled in zip(batch, results):
+            for (_, future), handled in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(handled)
                 self._queue.task_done()
@@ -140,7 +142,9 @@ class Hl7Listener:
         config = self._config
         self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in config.allowed_networks)
         settings = ParseSettings.build(config.accepted_message_types, config.accession_fields, config.default_charset)
-        self._intake = Intake(services.database, settings, SenderPolicy.parse(config.allowed_senders), config.max_message_bytes)
+        self._intake = Intake(
+            services.database, settings, SenderPolicy.parse(config.allowed_senders), config.max_message_bytes
+        )
         self._server: asyncio.Server | None = None
         self._committer: GroupCommitter | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
@@ -239,7 +243,9 @@ class Hl7Listener:
             except (asyncio.TimeoutError, ConnectionError, ssl.SSLError, asyncio.CancelledError):
                 pass
 
-    async def _read_messages(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: _Connection) -> None:
+    async def _read_messages(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: _Connection
+    ) -> None:
         assert self._committer is not None
         decoder = MllpDecoder(self._config.max_message_bytes)
         peer = connection.peer
@@ -318,7 +324,9 @@ class Hl7Listener:
     async def _discarded(self, peer: str, event: Discarded) -> None:
         log.warning("hl7 %d bytes from %s discarded: %s", len(event.data), peer, event.reason)
         self._messages_total.labels("discarded").inc()
-        await self._audit_event("hl7.framing", trail.FAILURE, peer, f"{len(event.data)} bytes discarded: {event.reason}")
+        await self._audit_event(
+            "hl7.framing", trail.FAILURE, peer, f"{len(event.data)} bytes discarded: {event.reason}"
+        )
 
     async def _audit_event(self, kind: str, outcome: str, peer: str, detail: str) -> None:
         if self._committer is None or not self._committer.running:

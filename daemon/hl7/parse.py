@@ -88,7 +88,9 @@ class ParseSettings:
     processing_ids: frozenset[str] = field(default_factory=lambda: reference.table_values("HL70103"))
 
     @classmethod
-    def build(cls, accepted_types: Iterable[str], accession_fields: Iterable[str], default_charset: str) -> ParseSettings:
+    def build(
+        cls, accepted_types: Iterable[str], accession_fields: Iterable[str], default_charset: str
+    ) -> ParseSettings:
         """From configuration values; raise ValueError naming a bad entry."""
         types = set()
         for entry in accepted_types:
@@ -269,7 +271,12 @@ def parse_message(raw: bytes, settings: ParseSettings) -> Message:
     opened = _open(raw, settings.default_charset)
     if opened is None:
         raise MessageProblem(
-            Problem(ErrorCode.SEGMENT_SEQUENCE_ERROR, "message does not start with an MSH segment", Location("MSH"), reject=True)
+            Problem(
+                ErrorCode.SEGMENT_SEQUENCE_ERROR,
+                "message does not start with an MSH segment",
+                Location("MSH"),
+                reject=True,
+            )
         )
     text, delimiters, decoded = opened
     segments = split_fields(split_segments(text, delimiters.field), delimiters.field)
@@ -279,7 +286,9 @@ def parse_message(raw: bytes, settings: ParseSettings) -> Message:
     for segment in segments[1:]:
         if segment.id in ("MSH", "FHS", "BHS"):
             # One message per MLLP frame: a second header would merge two messages under one ACK.
-            text = f"{segment.id} segment inside the message: send one message per MLLP frame (batches are not supported)"
+            text = (
+                f"{segment.id} segment inside the message: send one message per MLLP frame (batches are not supported)"
+            )
             raise MessageProblem(
                 Problem(ErrorCode.SEGMENT_SEQUENCE_ERROR, text, Location(segment.id, segment.sequence), reject=True),
                 header,
@@ -366,7 +375,9 @@ def check_header(header: Header, settings: ParseSettings, warnings: list[str]) -
         replace["processing_id"] = "P"
     header = dataclasses.replace(header, **replace)
     if not header.control_id:
-        raise MessageProblem(_reject(ErrorCode.REQUIRED_FIELD_MISSING, "MSH-10 (message control id) is empty", 10), header)
+        raise MessageProblem(
+            _reject(ErrorCode.REQUIRED_FIELD_MISSING, "MSH-10 (message control id) is empty", 10), header
+        )
     if len(header.control_id) > MAX_CONTROL_ID:
         raise MessageProblem(_reject(ErrorCode.DATA_TYPE_ERROR, f"MSH-10 longer than {MAX_CONTROL_ID}", 10), header)
     if not code:
@@ -374,17 +385,26 @@ def check_header(header: Header, settings: ParseSettings, warnings: list[str]) -
     if (code, trigger) not in settings.accepted_types:
         if any(code == accepted_code for accepted_code, _ in settings.accepted_types):
             raise MessageProblem(
-                _reject(ErrorCode.UNSUPPORTED_EVENT_CODE, f"trigger event {trigger or '(empty)'} not accepted for {code}", 9, 2),
+                _reject(
+                    ErrorCode.UNSUPPORTED_EVENT_CODE,
+                    f"trigger event {trigger or '(empty)'} not accepted for {code}",
+                    9,
+                    2,
+                ),
                 header,
             )
-        raise MessageProblem(_reject(ErrorCode.UNSUPPORTED_MESSAGE_TYPE, f"message type {code} not accepted", 9, 1), header)
+        raise MessageProblem(
+            _reject(ErrorCode.UNSUPPORTED_MESSAGE_TYPE, f"message type {code} not accepted", 9, 1), header
+        )
     if reference.reference_version(header.version) is None:
         raise MessageProblem(
-            _reject(ErrorCode.UNSUPPORTED_VERSION_ID, f"version {header.version} not supported (2.1 to 2.8)", 12), header
+            _reject(ErrorCode.UNSUPPORTED_VERSION_ID, f"version {header.version} not supported (2.1 to 2.8)", 12),
+            header,
         )
     if header.processing_id not in settings.processing_ids:
         raise MessageProblem(
-            _reject(ErrorCode.UNSUPPORTED_PROCESSING_ID, f"processing id {header.processing_id} not supported", 11), header
+            _reject(ErrorCode.UNSUPPORTED_PROCESSING_ID, f"processing id {header.processing_id} not supported", 11),
+            header,
         )
     return header
 
@@ -453,11 +473,16 @@ def read_reports(
     if not orders:
         where = "OBR" if header.message_code == "ORU" else "OBX"
         raise MessageProblem(
-            Problem(ErrorCode.SEGMENT_SEQUENCE_ERROR, f"no {where} segment: the message carries no result", Location(where)),
+            Problem(
+                ErrorCode.SEGMENT_SEQUENCE_ERROR, f"no {where} segment: the message carries no result", Location(where)
+            ),
             header,
         )
     message_uid = _message_study_uid(message_level, delimiters, warnings)
-    drafts = [_read_order(order, index, header, settings, message_level, message_uid, warnings) for index, order in enumerate(orders)]
+    drafts = [
+        _read_order(order, index, header, settings, message_level, message_uid, warnings)
+        for index, order in enumerate(orders)
+    ]
 
     statuses = {d.status for d in drafts}
     if statuses <= _STATUS_ONLY:

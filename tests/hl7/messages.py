@@ -32,8 +32,12 @@ def oru(
         patient,
         "PV1|1|O",
         "ORC|RE|PLC998|" + accession,
-        f"OBR|1|PLC998|{accession}|MRHEAD^MRI head without contrast^L|||20240305120000|||||||||||||||20240305142500||MR|{status}",
-        *(f"OBX|{i}|TX|GDT^Report^L||{line}||||||{status if status in 'PFC' else 'F'}" for i, line in enumerate(lines, 1)),
+        f"OBR|1|PLC998|{accession}|MRHEAD^MRI head without contrast^L|||20240305120000"
+        f"|||||||||||||||20240305142500||MR|{status}",
+        *(
+            f"OBX|{i}|TX|GDT^Report^L||{line}||||||{status if status in 'PFC' else 'F'}"
+            for i, line in enumerate(lines, 1)
+        ),
         *extra_segments,
     ]
     return separator.join(segments) + separator
@@ -41,17 +45,20 @@ def oru(
 
 def mdm(control_id: str = "MDM00001", *, accession: str = "ACC2001", completion: str = "AU") -> str:
     """An MDM^T02 (original document with content): TXA then OBX, no OBR."""
-    return "\r".join(
-        [
-            f"MSH|^~\\&|DICTATION|HOSPITAL|NEUROLABEL|NEURO|20240306090000||MDM^T02^MDM_T02|{control_id}|P|2.5",
-            "EVN|T02|20240306090000",
-            "PID|1||MRN777^^^HOSP^MR||ROE^RICHARD||19500505|M",
-            "PV1|1|I",
-            f"TXA|1|RAD|TX|20240306085500|||||||DOC123||||{accession}||{completion}|||",
-            "OBX|1|TX|REPORT^Radiology report||MRI brain: chronic small vessel ischaemic change.||||||F",
-            "OBX|2|TX|REPORT^Radiology report||No mass lesion.||||||F",
-        ]
-    ) + "\r"
+    return (
+        "\r".join(
+            [
+                f"MSH|^~\\&|DICTATION|HOSPITAL|NEUROLABEL|NEURO|20240306090000||MDM^T02^MDM_T02|{control_id}|P|2.5",
+                "EVN|T02|20240306090000",
+                "PID|1||MRN777^^^HOSP^MR||ROE^RICHARD||19500505|M",
+                "PV1|1|I",
+                f"TXA|1|RAD|TX|20240306085500|||||||DOC123||||{accession}||{completion}|||",
+                "OBX|1|TX|REPORT^Radiology report||MRI brain: chronic small vessel ischaemic change.||||||F",
+                "OBX|2|TX|REPORT^Radiology report||No mass lesion.||||||F",
+            ]
+        )
+        + "\r"
+    )
 
 
 # Messages in vendor habits, each with what the parser must read from it.
@@ -116,7 +123,9 @@ VENDOR_CASES: dict[str, tuple[bytes, dict[str, object]]] = {
         {"text": "\u201cno change\u201d \u2013 stable."},
     ),
     "ZDS study instance uid": (
-        oru("ZDS1", extra_segments=["ZDS|1.2.840.113619.2.55.3.604688119.969.1268071029.320^RIS^Application^DICOM"]).encode(),
+        oru(
+            "ZDS1", extra_segments=["ZDS|1.2.840.113619.2.55.3.604688119.969.1268071029.320^RIS^Application^DICOM"]
+        ).encode(),
         {"study_uid": "1.2.840.113619.2.55.3.604688119.969.1268071029.320"},
     ),
     "OBX carrying the DICOM study UID": (
@@ -199,7 +208,8 @@ VENDOR_CASES: dict[str, tuple[bytes, dict[str, object]]] = {
         (
             "MSH|^~\\&|EPIC|EPICADT|SMS|SMSADT|199912271408|CHARRIS|ORU^R01|1817457|D|2.5|\r"
             "PID||0493575^^^2^ID 1|454721||DOE^JOHN^^^^|DOE^JOHN^^^^|19480203|M||B|||||M|NON|400003403~1129086|\r"
-            "OBR|1|||71020^CHEST 2 VIEWS^CPT4|||200502221030|||||||||||||||200502221130||XR|F|||||||&ROBERTS&JOHN&&DR&MD||\r"
+            "OBR|1|||71020^CHEST 2 VIEWS^CPT4|||200502221030|||||||||||||||200502221130||XR|F"
+            "|||||||&ROBERTS&JOHN&&DR&MD||\r"
             "OBX|1|TX|71020^CHEST 2 VIEWS^CPT4||CLINICAL HISTORY: Cough||||||F|||200502221130|\r"
         ).encode(),
         {"accession": None, "status": "F", "text": "CLINICAL HISTORY: Cough", "patient_id": "454721"},

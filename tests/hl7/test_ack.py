@@ -15,7 +15,9 @@ from tests.hl7.messages import oru
 
 NOW = dt.datetime(2024, 3, 5, 14, 30, tzinfo=dt.timezone.utc)
 CONTENT_ERROR = Problem(ErrorCode.REQUIRED_FIELD_MISSING, "no report text", Location("OBX", 1, 5))
-REJECTION = Problem(ErrorCode.UNSUPPORTED_MESSAGE_TYPE, "message type ADT not accepted", Location("MSH", 1, 9, 1), reject=True)
+REJECTION = Problem(
+    ErrorCode.UNSUPPORTED_MESSAGE_TYPE, "message type ADT not accepted", Location("MSH", 1, 9, 1), reject=True
+)
 INTERNAL = Problem(ErrorCode.APPLICATION_INTERNAL_ERROR, "database unavailable", reject=True)
 
 
@@ -87,7 +89,13 @@ def test_pre_25_acks_use_err_1() -> None:
 def test_ack_uses_the_senders_delimiters_and_charset() -> None:
     text = oru("D1").replace("MSH|^~\\&|", "MSH#$%@!#", 1).replace("|", "#").replace("^", "$")
     header = parse_message((text.rstrip("\r") + "\r").replace("##########UNICODE", "").encode(), ParseSettings()).header
-    ack = build_ack(header, AckCode.APPLICATION_ERROR, "NL2", NOW, Problem(ErrorCode.DATA_TYPE_ERROR, "a#b$c", Location("OBR", 1, 3)))
+    ack = build_ack(
+        header,
+        AckCode.APPLICATION_ERROR,
+        "NL2",
+        NOW,
+        Problem(ErrorCode.DATA_TYPE_ERROR, "a#b$c", Location("OBR", 1, 3)),
+    )
     assert ack.text.startswith("MSH#$%@!#")
     assert "a@F@b@S@c" in ack.text  # escaped with the sender's escape character
 

@@ -52,7 +52,12 @@ log_file = "{var / 'audit' / 'audit.jsonl'}"
 
 async def _start(config: Path) -> tuple[asyncio.subprocess.Process, int]:
     process = await asyncio.create_subprocess_exec(
-        str(NEUROLABEL), "run", "--config", str(config), stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
+        str(NEUROLABEL),
+        "run",
+        "--config",
+        str(config),
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
     )
     assert process.stderr is not None
     seen = b""
@@ -107,7 +112,9 @@ async def test_acknowledged_messages_survive_kill_9(tmp_path: Path) -> None:
     try:
         with database.connect() as connection:
             stored = set(
-                connection.execute(sa.select(hl7_messages.c.control_id).where(hl7_messages.c.status == "accepted")).scalars()
+                connection.execute(
+                    sa.select(hl7_messages.c.control_id).where(hl7_messages.c.status == "accepted")
+                ).scalars()
             )
             with_report = set(connection.execute(sa.select(reports.c.accession_number)).scalars())
     finally:

@@ -69,12 +69,16 @@ def test_endless_garbage_is_bounded() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(st.binary(min_size=1, max_size=60).filter(lambda b: b"\x0b" not in b and b"\x1c" not in b), min_size=1, max_size=6),
+    st.lists(
+        st.binary(min_size=1, max_size=60).filter(lambda b: b"\x0b" not in b and b"\x1c" not in b),
+        min_size=1,
+        max_size=6,
+    ),
     st.data(),
 )
 def test_any_chunking_gives_the_same_frames(payloads: list[bytes], data: st.DataObject) -> None:
     stream = b"".join(frame(p) for p in payloads)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
-    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
     events = _feed_all(MllpDecoder(1000), chunks)
     assert events == [Frame(p) for p in payloads]

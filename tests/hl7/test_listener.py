@@ -73,7 +73,9 @@ async def test_mllp_send_from_python_hl7(hl7_daemon: DaemonFactory, tmp_path: Pa
     assert [msa(chunk)[:2] for chunk in output.split("\x1c") if "MSA" in chunk] == [["AA", f"PY{i}"] for i in range(3)]
     assert acks
     output = await asyncio.to_thread(send, "--loose", "--file", str(loose))
-    assert [msa(chunk)[:2] for chunk in output.split("\x1c") if "MSA" in chunk] == [["AA", f"LOOSE{i}"] for i in range(2)]
+    assert [msa(chunk)[:2] for chunk in output.split("\x1c") if "MSA" in chunk] == [
+        ["AA", f"LOOSE{i}"] for i in range(2)
+    ]
     assert _count(daemon, reports) == 5
     assert _count(daemon, jobs, jobs.c.kind == "classify") == 5
 
@@ -166,7 +168,9 @@ async def test_twenty_concurrent_connections(hl7_daemon: DaemonFactory) -> None:
     async def sender(number: int) -> list[list[str]]:
         client = await MllpClient.connect(port)
         try:
-            return [msa(await client.exchange(oru(f"C{number}-{i}", accession=f"C{number}-{i}")))[:2] for i in range(10)]
+            return [
+                msa(await client.exchange(oru(f"C{number}-{i}", accession=f"C{number}-{i}")))[:2] for i in range(10)
+            ]
         finally:
             await client.close()
 
@@ -187,7 +191,9 @@ async def test_enhanced_mode_sends_commit_then_application_ack(hl7_daemon: Daemo
         assert msa(await client.read_ack())[:2] == ["CA", "ENH1"]
         assert msa(await client.read_ack())[:2] == ["AA", "ENH1"]
         # A commit ACK sent back for our application ACK is not answered: the next reply is for ENH2.
-        await client.send("MSH|^~\\&|RIS|HOSPITAL|NEUROLABEL|NEURO|20240305143000||ACK^R01^ACK|K1|P|2.5.1\rMSA|CA|NL1\r")
+        await client.send(
+            "MSH|^~\\&|RIS|HOSPITAL|NEUROLABEL|NEURO|20240305143000||ACK^R01^ACK|K1|P|2.5.1\rMSA|CA|NL1\r"
+        )
         assert msa(await client.exchange(oru("ENH2", ack_modes=("ER", "ER"), status="Q")))[:2] == ["AE", "ENH2"]
         assert msa(await client.exchange(oru("ENH3", ack_modes=("AL", "NE"))))[:2] == ["CA", "ENH3"]
     finally:
@@ -260,7 +266,9 @@ def _make_pki(folder: Path) -> dict[str, Path]:
         subprocess.run(["openssl", *arguments], cwd=folder, check=True, capture_output=True, timeout=60)
 
     curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=neurolabel test CA")
+    openssl(
+        "req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=neurolabel test CA"
+    )
     (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     for name in ("server", "client"):
         openssl("req", *curve, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
