@@ -71,16 +71,18 @@ AUDIT_REPORT = "report.stored"
 AUDIT_REPROCESS = "reprocess.hl7"
 
 # Statements built once: building a Core statement costs more than running it (~150 us against ~30 us).
-_ACCEPTED_WITH_CONTROL_IDS = sa.select(
-    hl7_messages.c.id,
-    hl7_messages.c.content_hash,
-    hl7_messages.c.sending_application,
-    hl7_messages.c.sending_facility,
-    hl7_messages.c.control_id,
-).where(hl7_messages.c.control_id.in_(sa.bindparam("control_ids", expanding=True)), hl7_messages.c.status == ACCEPTED)
-_ACTIVE_WITH_ACCESSIONS = (
-    sa.select(reports.c.id, reports.c.result_status, reports.c.accession_number)
-    .where(reports.c.accession_number.in_(sa.bindparam("accessions", expanding=True)), reports.c.state == ACTIVE)
+# Shaped for the indexes: the partial unique index on (application, facility, control id) WHERE status =
+# 'accepted' (the literal lets SQLite and PostgreSQL match the index predicate), and the accession index
+# (state is filtered here: with it in the query, SQLite would pick the low-selectivity state index).
+_ACCEPTED_FROM_SENDER = sa.select(hl7_messages.c.id, hl7_messages.c.content_hash, hl7_messages.c.control_id).where(
+    hl7_messages.c.sending_application == sa.bindparam("application"),
+    hl7_messages.c.sending_facility == sa.bindparam("facility"),
+    hl7_messages.c.control_id.in_(sa.bindparam("control_ids", expanding=True)),
+    hl7_messages.c.status == sa.literal_column(f"'{ACCEPTED}'"),
+)
+_REPORTS_WITH_ACCESSIONS = (
+    sa.select(reports.c.id, reports.c.result_status, reports.c.accession_number, reports.c.state)
+    .where(reports.c.accession_number.in_(sa.bindparam("accessions", expanding=True)))
     .order_by(reports.c.id)
 )
 _SET_REPORT_STATE = (
@@ -203,16 +205,21 @@ class _Writer:
     @classmethod
     def open(cls, connection: Connection, batch: Sequence[_Prepared]) -> _Writer:
         messages = [p.message for p in batch if p.message is not None and p.problem is None]
-        control_ids = sorted({m.header.control_id for m in messages})
+        by_sender: dict[tuple[str, str], set[str]] = {}
+        for message in messages:
+            application, facility, control_id = _sender_key(message.header)
+            by_sender.setdefault((application, facility), set()).add(control_id)
         accessions = sorted({r.accession_number for m in messages for r in m.reports if r.accession_number})
         accepted: dict[tuple[str, str, str], tuple[int, str | None]] = {}
         active: dict[str, list[tuple[int, str]]] = {}
-        if control_ids:
-            for row in connection.execute(_ACCEPTED_WITH_CONTROL_IDS, {"control_ids": control_ids}):
-                accepted[(row.sending_application, row.sending_facility, row.control_id)] = (row.id, row.content_hash)
+        for (application, facility), control_ids in by_sender.items():
+            parameters = {"application": application, "facility": facility, "control_ids": sorted(control_ids)}
+            for row in connection.execute(_ACCEPTED_FROM_SENDER, parameters):
+                accepted[(application, facility, row.control_id)] = (row.id, row.content_hash)
         if accessions:
-            for row in connection.execute(_ACTIVE_WITH_ACCESSIONS, {"accessions": accessions}):
-                active.setdefault(row.accession_number, []).append((row.id, row.result_status))
+            for row in connection.execute(_REPORTS_WITH_ACCESSIONS, {"accessions": accessions}):
+                if row.state == ACTIVE:
+                    active.setdefault(row.accession_number, []).append((row.id, row.result_status))
         return cls(connection, accepted, active)
 
     def flush(self) -> None:
