@@ -257,3 +257,30 @@ def test_logs_never_carry_report_text_or_patient_identity(database: Database, ca
     assert [h.outcome.status for h in handled] == [REJECTED, ACCEPTED]
     assert caplog.records, "the failure is logged"
     assert "SECRET" not in caplog.text
+
+
+def test_batch_lookups_use_the_indexes(tmp_path: Any) -> None:
+    """The resend and accession lookups must stay index searches as the tables grow (no scan by status or state)."""
+    from daemon.hl7 import intake as intake_module
+    from daemon.store.database import open_database
+    from daemon.store.migrate import upgrade_to_head
+
+    database = open_database(f"sqlite:///{tmp_path / 'plan.db'}")
+    upgrade_to_head(database)
+    try:
+        with database.connect() as connection:
+            plans = []
+            for statement, parameters in (
+                (intake_module._ACCEPTED_FROM_SENDER, {"application": "A", "facility": "F", "control_ids": ["1", "2"]}),
+                (intake_module._REPORTS_WITH_ACCESSIONS, {"accessions": ["X", "Y"]}),
+            ):
+                sql = str(
+                    statement.params(**parameters).compile(
+                        dialect=connection.dialect, compile_kwargs={"literal_binds": True, "render_postcompile": True}
+                    )
+                )
+                plans.append(" ".join(row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")))
+    finally:
+        database.dispose()
+    assert "uq_hl7_messages_accepted_control_id" in plans[0]
+    assert "ix_reports_accession_number" in plans[1]
