@@ -114,7 +114,8 @@ def run_study_stable_job(database: Database, settings: LinkingConfig, job: Job) 
             labelled = sidecar.label_study(connection, uid, now)
             if labelled is not None:
                 queued.append(labelled)
-            elif not queued and (current := sidecar.current_labels(connection, uid)) is not None:
+            newly_labelled = any(item.study_instance_uid == uid for item in queued)
+            if not newly_labelled and (current := sidecar.current_labels(connection, uid)) is not None:
                 # Stable again after more instances: write the same labels into the new ones too.
                 queued.append(sidecar.enqueue_writeback(connection, uid, current.id, cause=f"stable:{job.id}"))
             set_study_state(connection, uid, LINKED if sidecar.has_active_links(connection, uid) else WAITING, now)

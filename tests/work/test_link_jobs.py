@@ -219,6 +219,20 @@ async def test_a_study_stable_again_is_written_back_again(services: Services) ->
     assert len(keys) == 2 and keys[1].startswith(f"study:{UID}:labels:{row.id}:stable:")
 
 
+async def test_stable_again_is_written_back_even_when_a_waiting_report_links_elsewhere(services: Services) -> None:
+    add_study(services.database, UID, accession="ACC1")
+    link(services, classified_report(services, accession="ACC1"))
+    waiting = classified_report(services, accession=None)  # only the fallback can place it
+    link(services, waiting)
+    assert report_state(services, waiting) == "parked"
+    add_study(services.database, "2.2.2", accession=None)  # its own study_stable job is still to come
+    set_study_state(services.database, UID, "receiving")
+    set_study_state(services.database, UID, "stable")
+    queued = stable(services, UID, ":again")
+    assert {q.study_instance_uid for q in queued} == {UID, "2.2.2"}
+    assert report_state(services, waiting) == "linked"
+
+
 async def test_unmatched_reports_and_studies_are_reported_after_the_expiry(services: Services) -> None:
     report_id = classified_report(services, accession="NEVER")
     link(services, report_id)
