@@ -670,9 +670,12 @@ def _observations_text(
             continue
         if value_type in _TEXT_TYPES:
             # Text types have no components: a '^' or '&' the sender left unescaped is text.
-            for repetition in value.split(delimiters.repetition):
-                lines.append(unescape(repetition, delimiters, codec))
-        elif value_type in _CODED_TYPES:
+            lines.extend(unescape(repetition, delimiters, codec) for repetition in value.split(delimiters.repetition))
+        elif value_type not in _CODED_TYPES:
+            note = f"OBX values of type {value_type} are not report text; not read"
+            if value.strip() and note not in warnings:
+                warnings.append(note)
+        else:
             for repetition in value.split(delimiters.repetition):
                 coded = next(
                     (
