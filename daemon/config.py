@@ -256,8 +256,7 @@ class AuditConfig:
     report_schedule: str = "0 6 * * *"
 
     def validate(self) -> None:
-        if len(self.report_schedule.split()) != 5:
-            raise ConfigError(f"audit.report_schedule must be a 5-field cron expression, got {self.report_schedule!r}")
+        _cron("audit.report_schedule", self.report_schedule)
 
 
 @dataclass(frozen=True)
@@ -467,10 +466,10 @@ def _port(key: str, value: int, allow_zero: bool = True) -> None:
 
 
 def _cron(key: str, value: str) -> None:
-    from apscheduler.triggers.cron import CronTrigger
+    from daemon.ops.cron import crontab_trigger
 
     try:
-        CronTrigger.from_crontab(value)
+        crontab_trigger(value)
     except ValueError as exc:
         raise _KeyError(key, f"'{key}': {value!r} is not a cron expression (minute hour day month weekday): {exc}") from None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,7 @@ def ack_event(peer: str, handled: Handled, seconds: float) -> AuditEvent:
             "ack_codes": codes,
         },
         duration_ms=round(seconds * 1000, 3),
+        at=dt.datetime.now(dt.timezone.utc),
     )
 
 

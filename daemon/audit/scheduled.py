@@ -45,15 +45,15 @@ def write_audit_report(
     return written
 
 
-# Windows searched, in turn, for the two fire times before now (a cron schedule fires at least yearly).
-_SEARCH_WINDOWS = (dt.timedelta(hours=3), dt.timedelta(days=3), dt.timedelta(days=35), dt.timedelta(days=400))
+# Windows searched, in turn, for the two fire times before now (a crontab schedule fires at least yearly).
+_SEARCH_WINDOWS = (dt.timedelta(hours=3), dt.timedelta(days=3), dt.timedelta(days=35), dt.timedelta(days=800))
 
 
 def previous_period(trigger: BaseTrigger, now: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
     """[the fire time before the latest, the latest fire time at or before `now`) of a cron trigger.
 
     The scheduled report run at 06:00 by "0 6 * * *" covers yesterday 06:00 to today 06:00; hourly,
-    the hour before; weekly, the week before. None if the trigger fired less than twice in a year.
+    the hour before; weekly, the week before. None if the trigger did not fire twice in two years.
     """
     for window in _SEARCH_WINDOWS:
         times: list[dt.datetime] = []

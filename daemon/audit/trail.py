@@ -7,7 +7,9 @@ error texts. Never put report text or patient names here.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -32,12 +34,39 @@ def record(
     """Append one audit event, e.g. record(c, "hl7.message", SUCCESS, actor="RIS@10.0.0.5", identifiers={...})."""
     connection.execute(
         audit_events.insert().values(
-            at=dt.datetime.now(dt.timezone.utc),
-            kind=kind,
-            outcome=outcome,
-            actor=actor,
-            identifiers={key: value for key, value in (identifiers or {}).items() if value is not None},
-            duration_ms=duration_ms,
-            detail=detail[:4000] if detail else None,
+            **_row(AuditEvent(kind, outcome, actor, identifiers, duration_ms, detail), dt.datetime.now(dt.timezone.utc))
         )
     )
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One event for `record_many`; the fields mean what `record`'s arguments mean."""
+
+    kind: str
+    outcome: str
+    actor: str | None = None
+    identifiers: Mapping[str, object] | None = None
+    duration_ms: float | None = None
+    detail: str | None = None
+    # When it happened, for an event written after the fact (e.g. an ACK); None: when it is written.
+    at: dt.datetime | None = None
+
+
+def record_many(connection: Connection, events: Sequence[AuditEvent]) -> None:
+    """Append several events with one executemany (e.g. a group commit of received instances)."""
+    if events:
+        now = dt.datetime.now(dt.timezone.utc)
+        connection.execute(audit_events.insert(), [_row(event, now) for event in events])
+
+
+def _row(event: AuditEvent, at: dt.datetime) -> dict[str, Any]:
+    return {
+        "at": event.at or at,
+        "kind": event.kind,
+        "outcome": event.outcome,
+        "actor": event.actor,
+        "identifiers": {key: value for key, value in (event.identifiers or {}).items() if value is not None},
+        "duration_ms": event.duration_ms,
+        "detail": event.detail[:4000] if event.detail else None,
+    }

@@ -265,7 +265,8 @@ class Backfill:
                 outcomes = [self._store_one(connection, record, prediction, len(items), batch_ms)
                             for record, prediction in items]
         except Exception as exc:
-            log.warning("batch of %d not stored (%s); storing its reports one at a time", len(items), error_summary(exc))
+            log.warning("batch of %d not stored (%s); storing its reports one at a time",
+                        len(items), error_summary(exc))
             outcomes = [self._store_alone(record, prediction, len(items), batch_ms) for record, prediction in items]
         for outcome, queued in outcomes:
             setattr(self.counts, outcome, getattr(self.counts, outcome) + 1)

@@ -118,7 +118,9 @@ def _csv(path: Path) -> Iterator[Record]:
             raise BackfillInputError(f"{path}:1: cannot read the header row ({exc})") from None
         missing = [name for name in ("id", "text") if name not in columns]
         if missing:
-            raise BackfillInputError(f"{path}:1: the header row needs the columns id and text (missing: {', '.join(missing)})")
+            raise BackfillInputError(
+                f"{path}:1: the header row needs the columns id and text (missing: {', '.join(missing)})"
+            )
         while True:
             try:
                 row = next(reader)
@@ -231,7 +233,8 @@ def _hl7_records(path: Path, number: int, raw: bytes, settings: ParseSettings) -
         message = parse_message(raw, settings)
     except MessageProblem as exc:
         control = f" (MSH-10 {exc.header.control_id})" if exc.header is not None and exc.header.control_id else ""
-        raise BackfillInputError(f"{path}:{number}: message{control} cannot be read: {exc.problem.describe()}") from None
+        problem = exc.problem.describe()
+        raise BackfillInputError(f"{path}:{number}: message{control} cannot be read: {problem}") from None
     header = message.header
     control_id = header.control_id.strip()
     if not control_id:

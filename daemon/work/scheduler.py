@@ -25,6 +25,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.config import ConfigError
+from daemon.ops.cron import crontab_trigger
 from daemon.ops.retention import run_retention
 from daemon.work import sidecar
 from daemon.work.component import optional_function
@@ -47,7 +48,7 @@ STABILITY_INTERVAL_SECONDS_MIN = 30.0
 def audit_trigger(expression: str) -> CronTrigger:
     """The cron trigger of `[audit] report_schedule`; a malformed expression is a configuration error."""
     try:
-        return CronTrigger.from_crontab(expression)
+        return crontab_trigger(expression)  # crontab's weekday numbers (APScheduler's own start at Monday)
     except ValueError as exc:
         raise ConfigError(f"audit.report_schedule: {expression!r} is not a valid cron expression ({exc})") from None
 
@@ -70,7 +71,7 @@ class Scheduler:
             self._add(STABILITY_RECOVERY, check, every)
         self._audit_trigger = audit_trigger(config.audit.report_schedule)
         self._add(AUDIT_REPORT, self._in_thread(self._audit_report), self._audit_trigger)
-        retention = CronTrigger.from_crontab(config.retention.schedule)  # validated with the configuration
+        retention = crontab_trigger(config.retention.schedule)  # validated with the configuration
         self._add(RETENTION, self._in_thread(run_retention, config, services.database, services.metrics), retention)
 
     @property

@@ -31,7 +31,7 @@ from daemon.inference.local import LocalClassifier
 from daemon.store.schema import audit_events, instances, jobs, report_link_states, reports, study_labels
 from tests.conftest import make_test_config
 from tests.dicom.conftest import Dcmtk, find_dcmtk, run_tool
-from tests.dicom.conftest import testdata as pydicom_file
+from tests.dicom.conftest import pydicom_file
 from tests.hl7.messages import oru
 from tests.work.conftest import wait_for
 from tests.work.test_daemon_labelling import MODEL_DIR, NORMAL, STROKE, triton_missing
