@@ -10,7 +10,8 @@
 
 `recheck` is the scheduler's periodic pass over parked reports, and the expiry of reports and studies
 that stay unmatched past `[linking] unmatched_after_hours` (an audit row each, and a visible state).
-Each job's writes and its completion commit in one transaction.
+Jobs of one kind are handled in batches: the writes and completions of a batch commit in one
+transaction; when one job fails, each is done again in a transaction of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncio
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,7 +42,7 @@ from daemon.store.schema import (
 )
 from daemon.work import sidecar
 from daemon.work.linking import ReportFacts, StudyFacts, decide_link, parse_dicom_date
-from daemon.work.runner import Handler, JobFailed
+from daemon.work.runner import BatchHandler, JobFailed
 
 if TYPE_CHECKING:
     from daemon.app import Services
@@ -61,78 +62,121 @@ REPORT_WITHDRAWN = "withdrawn"
 WAITING = "waiting"
 
 RECHECK_CHUNK = 200
+# Jobs of one kind handled together (one transaction, one commit).
+BATCH_SIZE = 32
 _MODALITY_SEPARATORS = re.compile(r"[\\,/\s]+")
 
 
-def link_handlers(services: Services) -> dict[str, Handler]:
-    """{"link", "study_stable", "withdraw"} for the JobRunner."""
+Queued = list[sidecar.WritebackQueued]
+# One job's work inside the batch's transaction.
+Work = Callable[[Connection, LinkingConfig, Job, dt.datetime], Queued]
+
+
+def link_handlers(services: Services) -> dict[str, BatchHandler]:
+    """{"link", "study_stable", "withdraw"} for the JobRunner: batches of jobs, one batch of each kind at a time."""
     database, settings, signal = services.database, services.config.linking, services.work_signal
 
-    def handler(work: Callable[[Database, LinkingConfig, Job], list[sidecar.WritebackQueued]]) -> Handler:
-        async def run(job: Job) -> None:
-            queued = await asyncio.to_thread(work, database, settings, job)
+    def handler(work: Work) -> BatchHandler:
+        async def run(jobs: Sequence[Job]) -> Mapping[int, BaseException]:
+            queued, errors = await asyncio.to_thread(run_jobs, database, settings, work, jobs)
             sidecar.notify_writebacks(signal, queued)
+            return errors
 
-        return run
+        return BatchHandler(run, batch_size=BATCH_SIZE, max_in_flight=1)
 
-    return {
-        LINK: handler(run_link_job),
-        STUDY_STABLE: handler(run_study_stable_job),
-        WITHDRAW: handler(run_withdraw_job),
-    }
+    return {LINK: handler(link_job), STUDY_STABLE: handler(study_stable_job), WITHDRAW: handler(withdraw_job)}
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def run_jobs(
+    database: Database, settings: LinkingConfig, work: Work, jobs: Sequence[Job]
+) -> tuple[Queued, dict[int, BaseException]]:
+    """Every job's writes and completion in one transaction (one commit for the batch); if one of them
+    fails, each job again in its own transaction, so that the others still commit."""
+    now = utcnow()
+    try:
+        with database.begin() as connection:
+            queued: Queued = []
+            for job in jobs:
+                queued += work(connection, settings, job, now)
+                queue.complete(connection, job)
+        return queued, {}
+    except Exception as exc:  # noqa: BLE001 - reported per job below
+        if len(jobs) == 1:
+            return [], {jobs[0].id: exc}
+    queued, errors = [], {}
+    for job in jobs:
+        try:
+            with database.begin() as connection:
+                done = work(connection, settings, job, now)
+                queue.complete(connection, job)
+            queued += done
+        except Exception as exc:  # noqa: BLE001 - the runner retries or fails this job
+            errors[job.id] = exc
+    return queued, errors
+
+
+def run_one(database: Database, settings: LinkingConfig, work: Work, job: Job) -> Queued:
+    """One job in its own transaction; raises what the job raised."""
+    queued, errors = run_jobs(database, settings, work, [job])
+    if errors:
+        raise errors[job.id]
+    return queued
+
+
+def run_link_job(database: Database, settings: LinkingConfig, job: Job) -> Queued:
+    return run_one(database, settings, link_job, job)
+
+
+def run_study_stable_job(database: Database, settings: LinkingConfig, job: Job) -> Queued:
+    return run_one(database, settings, study_stable_job, job)
+
+
+def run_withdraw_job(database: Database, settings: LinkingConfig, job: Job) -> Queued:
+    return run_one(database, settings, withdraw_job, job)
+
+
 # --- jobs ------------------------------------------------------------------------------
 
 
-def run_link_job(database: Database, settings: LinkingConfig, job: Job) -> list[sidecar.WritebackQueued]:
+def link_job(connection: Connection, settings: LinkingConfig, job: Job, now: dt.datetime) -> Queued:
     report_id = _payload_int(job, "report_id")
-    with database.begin() as connection:
-        report = connection.execute(sa.select(reports).where(reports.c.id == report_id)).first()
-        if report is None:
-            raise JobFailed(f"report {report_id} does not exist")
-        queued = link_report(connection, report, settings, utcnow()) if report.state == sidecar.REPORT_ACTIVE else []
-        queue.complete(connection, job)
-    return queued
+    report = connection.execute(sa.select(reports).where(reports.c.id == report_id)).first()
+    if report is None:
+        raise JobFailed(f"report {report_id} does not exist")
+    return link_report(connection, report, settings, now) if report.state == sidecar.REPORT_ACTIVE else []
 
 
-def run_study_stable_job(database: Database, settings: LinkingConfig, job: Job) -> list[sidecar.WritebackQueued]:
+def study_stable_job(connection: Connection, settings: LinkingConfig, job: Job, now: dt.datetime) -> Queued:
     uid = _payload_str(job, "study_instance_uid")
-    now = utcnow()
-    with database.begin() as connection:
-        study = sidecar.lock_study(connection, uid)
-        if study is None:
-            raise JobFailed(f"study {uid} is not in the index")
-        queued: list[sidecar.WritebackQueued] = []
-        if study.state == sidecar.STUDY_STABLE:
-            for report in waiting_reports_for(connection, study):
-                queued += link_report(connection, report, settings, now)
-            labelled = sidecar.label_study(connection, uid, now)
-            if labelled is not None:
-                queued.append(labelled)
-            newly_labelled = any(item.study_instance_uid == uid for item in queued)
-            if not newly_labelled and (current := sidecar.current_labels(connection, uid)) is not None:
-                # Stable again after more instances: write the same labels into the new ones too.
-                queued.append(sidecar.enqueue_writeback(connection, uid, current.id, cause=f"stable:{job.id}"))
-            set_study_state(connection, uid, LINKED if sidecar.has_active_links(connection, uid) else WAITING, now)
-        # else: more instances arrived since; the next quiet period queues study_stable again.
-        queue.complete(connection, job)
+    study = sidecar.lock_study(connection, uid)
+    if study is None:
+        raise JobFailed(f"study {uid} is not in the index")
+    if study.state != sidecar.STUDY_STABLE:
+        return []  # more instances arrived since; the next quiet period queues study_stable again
+    queued: Queued = []
+    for report in waiting_reports_for(connection, study):
+        queued += link_report(connection, report, settings, now)
+    labelled = sidecar.label_study(connection, uid, now)
+    if labelled is not None:
+        queued.append(labelled)
+    newly_labelled = any(item.study_instance_uid == uid for item in queued)
+    if not newly_labelled and (current := sidecar.current_labels(connection, uid)) is not None:
+        # Stable again after more instances: write the same labels into the new ones too.
+        queued.append(sidecar.enqueue_writeback(connection, uid, current.id, cause=f"stable:{job.id}"))
+    set_study_state(connection, uid, LINKED if sidecar.has_active_links(connection, uid) else WAITING, now)
     return queued
 
 
-def run_withdraw_job(database: Database, settings: LinkingConfig, job: Job) -> list[sidecar.WritebackQueued]:
+def withdraw_job(connection: Connection, settings: LinkingConfig, job: Job, now: dt.datetime) -> Queued:
     report_id = _payload_int(job, "report_id")
-    now = utcnow()
-    with database.begin() as connection:
-        if connection.execute(sa.select(reports.c.id).where(reports.c.id == report_id)).first() is None:
-            raise JobFailed(f"report {report_id} does not exist")
-        queued = sidecar.withdraw_report_labels(connection, report_id, now)
-        set_report_state(connection, report_id, REPORT_WITHDRAWN, now, reason="report withdrawn")
-        queue.complete(connection, job)
+    if connection.execute(sa.select(reports.c.id).where(reports.c.id == report_id)).first() is None:
+        raise JobFailed(f"report {report_id} does not exist")
+    queued = sidecar.withdraw_report_labels(connection, report_id, now)
+    set_report_state(connection, report_id, REPORT_WITHDRAWN, now, reason="report withdrawn")
     return queued
 
 

@@ -13,7 +13,9 @@ from daemon.work.link_jobs import (
     LINK,
     STUDY_STABLE,
     WITHDRAW,
+    link_job,
     recheck,
+    run_jobs,
     run_link_job,
     run_study_stable_job,
     run_withdraw_job,
@@ -133,6 +135,18 @@ async def test_linking_by_study_uid_and_by_fallback(services: Services) -> None:
     with services.database.connect() as connection:
         methods = dict(connection.execute(sa.select(report_links.c.report_id, report_links.c.method)).all())
     assert methods == {by_uid: "study_uid", by_fallback: "fallback"}
+
+
+async def test_a_batch_commits_together_and_a_bad_job_does_not_hold_the_others_back(services: Services) -> None:
+    add_study(services.database, UID, accession="ACC1")
+    add_study(services.database, "2.2.2", accession="ACC2")
+    good = [classified_report(services, accession=accession) for accession in ("ACC1", "ACC2")]
+    jobs = [claim_one(services.database, LINK, f"report:{report_id}", {"report_id": report_id})
+            for report_id in (good[0], 999_999, good[1])]
+    queued, errors = run_jobs(services.database, services.config.linking, link_job, jobs)
+    assert {q.study_instance_uid for q in queued} == {UID, "2.2.2"}
+    assert list(errors) == [jobs[1].id] and "does not exist" in str(errors[jobs[1].id])
+    assert [row.state for row in job_rows(services.database, LINK)] == ["done", "running", "done"]
 
 
 async def test_running_a_job_twice_labels_once(services: Services) -> None:
