@@ -75,7 +75,9 @@ def build_ack(
     delimiters = header.delimiters if header else DEFAULT_DELIMITERS
     version = (header.version if header else "") or DEFAULT_VERSION
     fs, cs = delimiters.field, delimiters.component
-    trigger = header.trigger_event if header else ""
+    # MSH-9.2, -11 and -12 were unescaped when read: escape them again, or an escaped <CR> or <FS> in the
+    # message would split the ACK's segments or end its MLLP frame early (found by tests/reliability fuzzing).
+    trigger = escape(header.trigger_event, delimiters) if header else ""
     if _at_least(version, "2.4"):
         message_type = f"ACK{cs}{trigger}{cs}ACK" if trigger else f"ACK{cs}{cs}ACK"
     elif _at_least(version, "2.3") and trigger:
@@ -94,8 +96,8 @@ def build_ack(
         "",
         message_type,
         escape(control_id, delimiters),
-        (header.processing_id if header else "") or "P",
-        version,
+        escape((header.processing_id if header else "") or "P", delimiters),
+        escape(version, delimiters),
         "",
         "",
         # An application ACK in enhanced mode asks for no acknowledgement back.

@@ -224,7 +224,9 @@ def split_segments(text: str, field_separator: str) -> list[str]:
         starts_segment = _SEGMENT_ID.match(head) is not None and (
             stripped[3:4] == field_separator or (len(stripped) == 3 and head.isupper())
         )
-        if starts_segment or not segments:
+        if starts_segment or len(segments) < 2:
+            # The MSH never continues onto a second line (it has no text field): what follows it starts a
+            # segment, so a line break can never reach the header fields echoed in the acknowledgement.
             segments.append(stripped)
         else:
             # A raw line feed inside a text field: the line continues the previous segment.

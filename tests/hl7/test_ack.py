@@ -10,7 +10,7 @@ from hl7apy.parser import parse_message as hl7apy_parse_message
 
 from daemon.hl7.ack import acknowledgement_codes, build_ack
 from daemon.hl7.codes import AckCode, ErrorCode, Location, Problem
-from daemon.hl7.parse import ParseSettings, parse_message
+from daemon.hl7.parse import MessageProblem, ParseSettings, parse_message
 from tests.hl7.messages import oru
 
 NOW = dt.datetime(2024, 3, 5, 14, 30, tzinfo=dt.timezone.utc)
@@ -104,3 +104,23 @@ def test_enhanced_application_ack_asks_for_nothing_back() -> None:
     ack = build_ack(_header("AL", "AL"), AckCode.APPLICATION_ACCEPT, "NL3", NOW)
     msh = ack.text.split("\r")[0].split("|")
     assert msh[14] == "NE" and msh[15] == "NE"
+
+
+@pytest.mark.parametrize("field", [9, 11, 12])
+def test_escaped_control_characters_in_echoed_fields_stay_escaped(field: int) -> None:
+    # \X0D0A\ (CR LF) or \X1C\ (<FS>) in MSH-9.2, -11 or -12 is unescaped when read; echoed raw it would
+    # split the ACK's segments or end its MLLP frame early (found by tests/reliability/test_hl7_fuzz.py).
+    fields = oru("C1").split("\r")[0].split("|")
+    injected = "\\X0D0A\\\\X1C\\\\X0B\\"
+    fields[field - 1] = "ORU^R01" + injected if field == 9 else fields[field - 1] + injected
+    raw = "\r".join(["|".join(fields), *oru("C1").split("\r")[1:]]).encode()
+    try:
+        header = parse_message(raw, ParseSettings()).header
+        problem = None
+    except MessageProblem as exc:
+        header, problem = exc.header, exc.problem
+    assert header is not None
+    for code in acknowledgement_codes(header, problem):
+        text = build_ack(header, code, "NL1", NOW, problem).text
+        assert not set(text) & {"\n", "\x1c", "\x0b"}
+        assert [segment[:3] for segment in text.split("\r")] in (["MSH", "MSA"], ["MSH", "MSA", "ERR"])

@@ -133,6 +133,22 @@ def test_segments_tolerate_separators_and_continuation_lines() -> None:
     ]
 
 
+def test_the_msh_never_takes_a_continuation_line() -> None:
+    # With "^" declared as field separator, "PID|..." does not start a segment; glued onto the MSH as a
+    # continuation line it put line breaks into MSH-10 and the other fields the ACK echoes (found by
+    # tests/reliability/test_hl7_fuzz.py).
+    raw = b"MSH^~\\&|^RIS^HOSP^NL^NL^20240305143000^^ORU~R01^C1^P^2.5\rPID|1||MRN1||DOE^JANE\rOBX|1|TX|||x\r"
+    try:
+        header = parse_message(raw, SETTINGS).header
+    except MessageProblem as exc:
+        header = exc.header
+    assert header is not None and header.control_id == "C1"
+    assert not [value for value in vars(header).values() if isinstance(value, str) and "\n" in value]
+    assert split_segments("MSH|^~\\&|A\nnot a segment\nOBX|1|TX|||x\nmore", "|") == [
+        "MSH|^~\\&|A", "not a segment", "OBX|1|TX|||x\nmore",
+    ]
+
+
 @pytest.mark.parametrize(
     ("msh", "expected"),
     [
