@@ -92,6 +92,7 @@ def default_instance_name(config: Config) -> str:
 
 def component_factories() -> Sequence[ComponentFactory]:
     """Every component, in start order. Each factory returns None when its part is disabled."""
+    from daemon.dicom.scp import build_dicom_listener
     from daemon.hl7.listener import build_hl7_listener
     from daemon.inference.component import build_triton_component
     from daemon.ops.http import build_http_endpoint
@@ -108,6 +109,7 @@ def component_factories() -> Sequence[ComponentFactory]:
         # the listeners last: nothing is accepted before it can be stored
         build_http_endpoint,
         build_hl7_listener,
+        build_dicom_listener,
     ]
     return factories
 

@@ -172,9 +172,11 @@ studies = Table(
     Column("first_received_at", UtcDateTime(), nullable=False),
     Column("last_received_at", UtcDateTime(), nullable=False),
     Column("calling_ae_title", String(16), nullable=True),
-    # receiving | stable
+    # receiving | stable (no new instance for [dicom] stable_after_seconds); more instances reopen it.
     Column("state", String(16), nullable=False, default="receiving"),
     Column("stable_at", UtcDateTime(), nullable=True),
+    # How many times the study became stable; part of the study_stable job key, so a reopened study is redone.
+    Column("stable_count", Integer, nullable=False, default=0, server_default="0"),
     Index("ix_studies_accession_number", "accession_number"),
     Index("ix_studies_patient_id", "patient_id"),
     Index("ix_studies_state", "state"),
@@ -191,6 +193,7 @@ series = Table(
     Column("series_description", String(64), nullable=True),
     Column("body_part_examined", String(16), nullable=True),
     Column("instance_count", Integer, nullable=False, default=0),
+    Column("total_bytes", BigInteger, nullable=False, default=0, server_default="0"),
     Index("ix_series_study_ref", "study_ref"),
 )
 

@@ -1,0 +1,282 @@
+"""Images/s received and written by neurolabel's DICOM listener against DCMTK's storescp, same files, same run.
+
+    python bench/dicom_intake.py [--objects 200] [--rounds 3] [--parallel 4] [--json results.json]
+
+Both receivers run as their own process on loopback and are fed by DCMTK's storescu (TCP_NODELAY=1):
+`storescp --fork` writing each object to a file, and neurolabel's listener alone (`serve` below: the DICOM
+component of `neurolabel run`, with its SQLite index, fsyncs and audit rows). Each round starts both afresh
+on empty folders and sends the same objects to each, alternating which goes first; the figure is the
+median rate over rounds and the ratio neurolabel/storescp. Scenarios: one association, and `--parallel`
+associations at once (the objects split between them), for ~0.5 MB MR objects (512x512x16 bit) and small
+objects (64x64x16 bit, ~9 KB). `--labelling-load` adds a run with the bundled Triton server classifying
+reports flat out beside the receiver (needs the `server` extra and a model in triton_models/).
+A short fsync probe (median write+fsync of a 0.5 MB file in the storage folder) is reported for context:
+storescp does not fsync, neurolabel must before it answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+DCMTK_ENV = {"TCP_NODELAY": "1"}
+AE_TITLE = "NEUROLABEL"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    pixels: int  # rows = columns
+    associations: int
+
+
+@dataclass(frozen=True)
+class Result:
+    scenario: str
+    receiver: str
+    objects: int
+    rates: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+
+def dcmtk_tool(name: str) -> str:
+    for folder in ("/usr/bin", "/usr/local/bin"):
+        candidate = Path(folder) / name
+        if candidate.exists():
+            return str(candidate)
+    raise SystemExit(f"DCMTK's {name} not found (apt-get install dcmtk)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_objects(folder: Path, count: int, pixels: int, parts: int) -> list[Path]:
+    """`count` MR objects of pixels x pixels x 16 bit, one study, split into `parts` sub-folders."""
+    import numpy as np
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    base = dcmread(get_testdata_file("MR_small.dcm"))
+    study, series = generate_uid(), generate_uid()
+    pixel_data = np.random.default_rng(0).integers(0, 4000, (pixels, pixels), dtype=np.uint16).tobytes()
+    dirs = [folder / f"part{index}" for index in range(parts)]
+    for directory in dirs:
+        directory.mkdir(parents=True, exist_ok=True)
+    for number in range(count):
+        dataset = base.copy()
+        dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study, series
+        dataset.SOPInstanceUID = generate_uid()
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        dataset.InstanceNumber = number + 1
+        dataset.Rows = dataset.Columns = pixels
+        dataset.PixelData = pixel_data
+        dataset.save_as(dirs[number % parts] / f"{number:06d}.dcm", enforce_file_format=True)
+    return dirs
+
+
+def send(port: int, parts: Sequence[Path]) -> float:
+    """Run one storescu per folder at once; seconds until all have finished."""
+    env = {**os.environ, **DCMTK_ENV}
+    storescu = dcmtk_tool("storescu")
+    started = time.perf_counter()
+    processes = [
+        subprocess.Popen([storescu, "-aec", AE_TITLE, "+sd", "127.0.0.1", str(port), str(part)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for part in parts
+    ]
+    failures = [process.stderr.read().decode() for process in processes if process.wait() != 0]  # type: ignore[union-attr]
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"storescu failed: {failures[0][-500:]}")
+    return elapsed
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"receiver exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("receiver did not start listening")
+
+
+@contextmanager
+def storescp(state: Path, port: int) -> Iterator[None]:
+    out = state / "storescp"
+    out.mkdir()
+    process = subprocess.Popen([dcmtk_tool("storescp"), "--fork", "-aet", AE_TITLE, "-od", str(out), "-uf", str(port)],
+                               env={**os.environ, **DCMTK_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, process)
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def neurolabel(state: Path, port: int) -> Iterator[None]:
+    config = state / "neurolabel.toml"
+    config.write_text(
+        f'[daemon]\nstate_dir = "{state}"\nlog_level = "WARNING"\n'
+        f'[dicom]\nport = {port}\nae_title = "{AE_TITLE}"\nmax_pdu_bytes = 262144\n'
+        f'[storage]\npath = "{state / "dicom"}"\nmin_free_bytes = 0\n'
+        f'[database]\nurl = "sqlite:///{state / "neurolabel.db"}"\n'
+    )
+    process = subprocess.Popen([sys.executable, __file__, "serve", str(config)], cwd=REPO_ROOT)
+    try:
+        wait_listening(port, process)
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
+def serve(config_path: str) -> None:
+    """The DICOM listener alone, as `neurolabel run` starts it (bench child process)."""
+    from daemon.app import run_until_signalled
+    from daemon.config import load_config
+    from daemon.dicom.scp import build_dicom_listener
+    from daemon.ops.logs import configure_logging
+
+    config = load_config(config_path)
+    configure_logging(config.daemon.log_level, config.daemon.log_format)
+    run_until_signalled(config, factories=[build_dicom_listener])
+
+
+def fsync_probe(folder: Path, size: int = 512 * 1024, count: int = 30) -> float:
+    """Median milliseconds to write and fsync a new file of `size` bytes in `folder`."""
+    data = os.urandom(size)
+    times = []
+    for number in range(count):
+        path = folder / f"probe{number}"
+        started = time.perf_counter()
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(descriptor, data)
+        os.fsync(descriptor)
+        os.close(descriptor)
+        times.append((time.perf_counter() - started) * 1000)
+        path.unlink()
+    return statistics.median(times)
+
+
+RECEIVERS = {"storescp": storescp, "neurolabel": neurolabel}
+
+
+def run_scenario(scenario: Scenario, objects: int, rounds: int, work: Path) -> list[Result]:
+    source = work / f"objects-{scenario.pixels}-{scenario.associations}"
+    if not source.exists():
+        make_objects(source, objects, scenario.pixels, scenario.associations)
+    parts = sorted(source.iterdir())
+    rates: dict[str, list[float]] = {name: [] for name in RECEIVERS}
+    for number in range(rounds):
+        order = list(RECEIVERS) if number % 2 == 0 else list(reversed(RECEIVERS))
+        for name in order:
+            state = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
+            port = free_port()
+            with RECEIVERS[name](state, port):
+                seconds = send(port, parts)
+            rates[name].append(objects / seconds)
+            shutil.rmtree(state, ignore_errors=True)
+            print(f"  {scenario.name} round {number + 1} {name:10s} {objects / seconds:8.1f} objects/s", flush=True)
+    return [Result(scenario.name, name, objects, values) for name, values in rates.items()]
+
+
+async def _labelling_load(stop: asyncio.Event) -> int:
+    """Classify synthetic reports through the bundled Triton until `stop`; returns how many."""
+    from bench.classifier_throughput import report_texts  # type: ignore[import-not-found]
+    from daemon.config import parse_config
+    from daemon.inference.triton_client import TritonClassifier
+    from daemon.inference.triton_server import BundledTriton, grpc_url, with_concrete_ports
+
+    with tempfile.TemporaryDirectory(prefix="neurolabel-bench-triton-") as state:
+        config = with_concrete_ports(parse_config(
+            f'[daemon]\nstate_dir = "{state}"\n[triton]\nmodel_repository = "{REPO_ROOT / "triton_models"}"\n'
+            "http_port = 0\ngrpc_port = 0\nmetrics_port = 0\n"))
+        server = BundledTriton(config.triton, config.daemon.state_dir)
+        await server.start()
+        try:
+            client = TritonClassifier(grpc_url(config.triton), config.triton.model)
+            texts = report_texts(256)
+            done = 0
+            while not stop.is_set():
+                await client.classify(texts[:64])
+                done += 64
+            return done
+        finally:
+            await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=200, help="objects per round and scenario")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--parallel", type=int, default=4, help="associations in the parallel scenarios")
+    parser.add_argument("--small", action=argparse.BooleanOptionalAction, default=True, help="also small objects")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--work", type=Path, help="folder for objects and receivers' state (default: a temp dir)")
+    args = parser.parse_args(argv)
+
+    scenarios = [Scenario("mr-0.5MB-1assoc", 512, 1), Scenario(f"mr-0.5MB-{args.parallel}assoc", 512, args.parallel)]
+    if args.small:
+        scenarios += [Scenario("small-9KB-1assoc", 64, 1), Scenario(f"small-9KB-{args.parallel}assoc", 64,
+                                                                     args.parallel)]
+    work = args.work or Path(tempfile.mkdtemp(prefix="neurolabel-bench-dicom-"))
+    work.mkdir(parents=True, exist_ok=True)
+    probe = fsync_probe(work)
+    print(f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"write+fsync of 0.5 MB: {probe:.2f} ms (median)", flush=True)
+    results: list[Result] = []
+    for scenario in scenarios:
+        results += run_scenario(scenario, args.objects, args.rounds, work)
+    summary = []
+    for scenario in scenarios:
+        by_receiver = {result.receiver: result for result in results if result.scenario == scenario.name}
+        ratio = by_receiver["neurolabel"].median / by_receiver["storescp"].median
+        summary.append({"scenario": scenario.name, "storescp": round(by_receiver["storescp"].median, 1),
+                        "neurolabel": round(by_receiver["neurolabel"].median, 1), "ratio": round(ratio, 3)})
+    print("\n| scenario | storescp objects/s | neurolabel objects/s | ratio |\n|---|---|---|---|")
+    for row in summary:
+        print(f"| {row['scenario']} | {row['storescp']} | {row['neurolabel']} | {row['ratio']:.0%} |")
+    if args.json:
+        args.json.write_text(json.dumps({"fsync_ms": probe, "summary": summary,
+                                         "results": [asdict(result) for result in results]}, indent=2))
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "serve":
+        serve(sys.argv[2])
+    else:
+        main()

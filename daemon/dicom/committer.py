@@ -1,0 +1,409 @@
+"""Group commit of received instances: one thread, one transaction for whatever arrived meanwhile.
+
+An association thread decodes the header, hands a `StoreRequest` to the
+committer, then writes and fsyncs the file into the incoming folder while the
+committer already writes the index rows. The committer takes every request
+queued so far and, in one transaction: decides duplicates, writes index and
+audit rows, waits for the files, renames them into place, then commits while
+their folders are fsynced in parallel. Only when both the commit and the
+folder fsyncs are done does it answer the waiting threads. With one
+association that overlaps the file fsync with the SQL and the folder fsync
+with the commit; with several, concurrent instances share one commit (and its
+WAL fsync).
+
+An index row whose file is missing (a crash between a commit and the end of
+its folder fsync, which the sender saw as a failure and resends) is repaired
+by the resend: it is handled as a replacement, not as a duplicate.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from daemon.audit import trail
+from daemon.audit.trail import AuditEvent
+from daemon.dicom.index_store import (
+    IdCache,
+    IndexChanges,
+    IndexEntry,
+    Receipt,
+    StoredInstance,
+    find_instances,
+    record_instances,
+)
+from daemon.dicom.storage import IncomingFile, Storage, sync_directories
+from daemon.store.database import Database
+
+log = logging.getLogger("neurolabel.dicom.index")
+
+KEEP_FIRST = "keep_first"
+REPLACE = "replace"
+REFUSE = "refuse"
+MAX_BATCH = 64
+
+AUDIT_INSTANCE = "dicom.instance"
+AUDIT_STUDY = "dicom.study"
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    REPLACED = "replaced"
+    DUPLICATE_KEPT = "duplicate_kept"  # keep_first: the first copy stays, the sender gets success
+    DUPLICATE_REFUSED = "duplicate_refused"  # refuse: the sender gets a failure status
+    FAILED = "failed"
+
+
+class Action(enum.Enum):
+    NEW = "new"
+    REPLACE = "replace"
+    KEEP_EXISTING = "keep_existing"
+    REFUSE = "refuse"
+    SUPERSEDED = "superseded"  # replaced by a later copy in the same batch
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    receipt: Receipt
+    # Set by the association thread once the file is written and fsynced (or with the error).
+    file: Future[IncomingFile]
+    actor: str
+    started: float  # time.perf_counter() when the C-STORE request arrived
+
+
+@dataclass(frozen=True)
+class Planned:
+    request: StoreRequest
+    action: Action
+    replaces: StoredInstance | None = None
+
+    @property
+    def indexed(self) -> bool:
+        return self.action in (Action.NEW, Action.REPLACE)
+
+
+def plan_batch(
+    requests: Sequence[StoreRequest],
+    existing: Mapping[str, StoredInstance],
+    policy: str,
+    missing_files: Collection[str] = (),
+) -> list[Planned]:
+    """Decide each request under the duplicate policy, in arrival order, duplicates inside the batch included.
+
+    `missing_files` names stored instances whose file is gone: a new copy replaces them whatever the policy.
+    """
+    plans: list[Planned] = []
+    latest: dict[str, int] = {}  # SOP Instance UID -> index in plans of the copy that will be indexed
+    for request in requests:
+        uid = request.receipt.record.sop_instance_uid
+        earlier = latest.get(uid)
+        stored = existing.get(uid)
+        if earlier is None and (stored is None or uid in missing_files):
+            latest[uid] = len(plans)
+            plans.append(Planned(request, Action.NEW if stored is None else Action.REPLACE, stored))
+        elif policy == REPLACE:
+            replaces = stored
+            if earlier is not None:
+                replaces = plans[earlier].replaces
+                plans[earlier] = Planned(plans[earlier].request, Action.SUPERSEDED)
+            latest[uid] = len(plans)
+            plans.append(Planned(request, Action.NEW if replaces is None else Action.REPLACE, replaces))
+        elif policy == REFUSE:
+            plans.append(Planned(request, Action.REFUSE))
+        else:
+            plans.append(Planned(request, Action.KEEP_EXISTING))
+    return plans
+
+
+_OUTCOME = {
+    Action.NEW: Outcome.STORED,
+    Action.REPLACE: Outcome.REPLACED,
+    Action.KEEP_EXISTING: Outcome.DUPLICATE_KEPT,
+    Action.REFUSE: Outcome.DUPLICATE_REFUSED,
+    Action.SUPERSEDED: Outcome.STORED,
+}
+_AUDIT_OUTCOME = {
+    Action.NEW: trail.SUCCESS,
+    Action.REPLACE: trail.SUCCESS,
+    Action.KEEP_EXISTING: trail.DUPLICATE,
+    Action.REFUSE: trail.REJECTED,
+    Action.SUPERSEDED: trail.SUCCESS,
+}
+_AUDIT_DETAIL = {
+    Action.REPLACE: "replaced the stored copy",
+    Action.KEEP_EXISTING: "duplicate SOP Instance UID; first copy kept",
+    Action.REFUSE: "duplicate SOP Instance UID refused",
+    Action.SUPERSEDED: "replaced by a later copy in the same commit",
+}
+
+
+class _FilesFailed(Exception):
+    """Some files of the batch could not be written; the batch is retried without them."""
+
+    def __init__(self, failed: list[StoreRequest]) -> None:
+        super().__init__(f"{len(failed)} files not written")
+        self.failed = failed
+
+
+@dataclass
+class _Placement:
+    """A file renamed into place during a commit attempt, and how to undo that if the commit fails."""
+
+    incoming: IncomingFile
+    target: Path
+    backup: Path | None
+
+
+@dataclass(frozen=True)
+class _Committed:
+    plans: list[Planned]
+    changes: IndexChanges
+    durable: bool  # False when a folder fsync failed after the commit
+
+
+class IndexCommitter:
+    """The one writer of the study index in this process."""
+
+    def __init__(
+        self,
+        database: Database,
+        storage: Storage,
+        duplicate_policy: str,
+        on_commit: Callable[[IndexChanges], None],
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._database = database
+        self._storage = storage
+        self._policy = duplicate_policy
+        self._on_commit = on_commit
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[StoreRequest | AuditEvent | None] = queue.SimpleQueue()
+        self._futures: dict[int, Future[Outcome]] = {}
+        self._thread: threading.Thread | None = None
+        self._syncer: ThreadPoolExecutor | None = None
+        self._ids = IdCache()
+        self._accepting = False
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurolabel-dicom-fsync")
+        self._accepting = True
+        self._thread = threading.Thread(target=self._run, name="neurolabel-dicom-index", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Commit what is queued, then end the thread."""
+        with self._lock:
+            self._accepting = False
+            self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._syncer is not None:
+            self._syncer.shutdown(wait=False)
+
+    def store(self, request: StoreRequest) -> Future[Outcome]:
+        future: Future[Outcome] = Future()
+        with self._lock:
+            if not self._accepting:
+                future.set_result(Outcome.FAILED)
+                return future
+            self._futures[id(request)] = future
+            self._queue.put(request)
+        return future
+
+    def audit(self, note: AuditEvent) -> None:
+        with self._lock:
+            if self._accepting:
+                self._queue.put(note)
+
+    def _run(self) -> None:
+        finished = False
+        while not finished:
+            item = self._queue.get()
+            batch: list[StoreRequest | AuditEvent] = []
+            if item is None:
+                finished = True
+            else:
+                batch.append(item)
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    finished = True
+                    continue
+                batch.append(more)
+            if batch:
+                self._commit_batch(batch)
+
+    def _commit_batch(self, batch: Sequence[StoreRequest | AuditEvent]) -> None:
+        requests = [item for item in batch if isinstance(item, StoreRequest)]
+        notes = [item for item in batch if isinstance(item, AuditEvent)]
+        try:
+            committed = self._attempt(requests, notes)
+        except _FilesFailed as exc:
+            for request in exc.failed:
+                self._resolve(request, Outcome.FAILED)
+            failed = {id(request) for request in exc.failed}
+            rest = [request for request in requests if id(request) not in failed]
+            if rest or notes:
+                self._commit_batch([*rest, *notes])
+            return
+        except Exception as exc:
+            if len(requests) > 1:
+                log.warning("group commit of %d instances failed (%s); committing them one by one",
+                            len(requests), type(exc).__name__)
+                for index, request in enumerate(requests):
+                    self._commit_batch([request, *(notes if index == 0 else [])])
+                return
+            log.exception("index commit failed")
+            for request in requests:
+                self._discard(request)
+                self._resolve(request, Outcome.FAILED)
+            return
+        self._finish(committed)
+        if committed.changes.last_received:
+            try:
+                self._on_commit(committed.changes)
+            except Exception:
+                log.exception("post-commit notification failed")
+
+    def _attempt(self, requests: list[StoreRequest], notes: list[AuditEvent]) -> _Committed:
+        placements: list[_Placement] = []
+        synced: Future[None] | None = None
+        try:
+            with self._database.begin() as connection:
+                existing = find_instances(connection, (r.receipt.record.sop_instance_uid for r in requests))
+                missing = {uid for uid, row in existing.items() if not self._storage.absolute(row.path).exists()}
+                plans = plan_batch(requests, existing, self._policy, missing)
+                changes = record_instances(
+                    connection,
+                    [IndexEntry(plan.request.receipt, plan.replaces) for plan in plans if plan.indexed],
+                    self._ids,
+                )
+                now = time.perf_counter()
+                trail.record_many(connection, [
+                    *(_audit_event(plan, now) for plan in plans),
+                    *notes,
+                    *(AuditEvent(AUDIT_STUDY, trail.SUCCESS, identifiers={"study_instance_uid": uid},
+                                 detail="reopened: instances arrived after the study was stable")
+                      for uid in changes.reopened),
+                ])
+                files = _wait_for_files([plan for plan in plans if plan.indexed])
+                folders: set[Path] = set()
+                for plan in plans:
+                    if plan.indexed:
+                        placements.append(self._place(plan, files[id(plan.request)], folders))
+                assert self._syncer is not None
+                synced = self._syncer.submit(sync_directories, folders)
+                # Leaving the block commits (the WAL fsync) while the folders are fsynced.
+        except BaseException:
+            self._ids.clear()  # the ids it learnt in this transaction were rolled back
+            if synced is not None:
+                synced.exception()
+            for placement in reversed(placements):
+                _undo(placement)
+            raise
+        durable = True
+        try:
+            synced.result()
+        except OSError:
+            log.exception("folder fsync failed after the index commit; answering failure so the sender resends")
+            durable = False
+        for placement in placements:
+            if placement.backup is not None:
+                placement.backup.unlink(missing_ok=True)
+        return _Committed(plans, changes, durable)
+
+    def _place(self, plan: Planned, incoming: IncomingFile, folders: set[Path]) -> _Placement:
+        receipt = plan.request.receipt
+        target = self._storage.absolute(receipt.path)
+        backup: Path | None = None
+        if plan.replaces is not None:
+            # Keep the file we are about to overwrite until the commit succeeds.
+            backup = incoming.path.with_suffix(".previous")
+            try:
+                os.link(target, backup)
+            except FileNotFoundError:
+                backup = None
+        folders.update(self._storage.place(incoming, receipt.path))
+        return _Placement(incoming, target, backup)
+
+    def _finish(self, committed: _Committed) -> None:
+        for plan in committed.plans:
+            request = plan.request
+            if not plan.indexed:
+                self._discard(request)
+            old = plan.replaces
+            if plan.action == Action.REPLACE and old is not None and old.path != request.receipt.path.as_posix():
+                self._storage.remove(PurePosixPath(old.path))
+            outcome = _OUTCOME[plan.action] if committed.durable or not plan.indexed else Outcome.FAILED
+            self._resolve(request, outcome)
+
+    def _discard(self, request: StoreRequest) -> None:
+        """Delete a request's incoming file once it is written (it may still be being written)."""
+        try:
+            incoming = request.file.result()
+        except Exception:
+            return  # never written
+        self._storage.discard(incoming)
+
+    def _resolve(self, request: StoreRequest, outcome: Outcome) -> None:
+        with self._lock:
+            future = self._futures.pop(id(request), None)
+        if future is not None and not future.done():
+            future.set_result(outcome)
+
+
+def _wait_for_files(plans: Sequence[Planned]) -> dict[int, IncomingFile]:
+    """The written files of `plans`, by id of their request; _FilesFailed names the requests whose write failed."""
+    files: dict[int, IncomingFile] = {}
+    failed: list[StoreRequest] = []
+    for plan in plans:
+        try:
+            files[id(plan.request)] = plan.request.file.result()
+        except Exception:
+            failed.append(plan.request)
+    if failed:
+        raise _FilesFailed(failed)
+    return files
+
+
+def _audit_event(plan: Planned, now: float) -> AuditEvent:
+    record = plan.request.receipt.record
+    return AuditEvent(
+        AUDIT_INSTANCE,
+        _AUDIT_OUTCOME[plan.action],
+        actor=plan.request.actor,
+        identifiers={
+            "sop_instance_uid": record.sop_instance_uid,
+            "series_instance_uid": record.series.series_instance_uid,
+            "study_instance_uid": record.study.study_instance_uid,
+            "accession_number": record.study.accession_number,
+        },
+        duration_ms=round((now - plan.request.started) * 1000, 3),
+        detail=_AUDIT_DETAIL.get(plan.action),
+    )
+
+
+def _undo(placement: _Placement) -> None:
+    """Put a placed file back where it came from, and restore what it overwrote."""
+    try:
+        os.replace(placement.target, placement.incoming.path)
+        if placement.backup is not None:
+            os.replace(placement.backup, placement.target)
+    except OSError:
+        log.exception("could not undo the placement of %s", placement.target.name)

@@ -1,0 +1,418 @@
+"""Event-driven reactors for pynetdicom 3.0 acceptors.
+
+pynetdicom's two threads per association poll: the upper-layer thread sleeps
+1 ms whenever it has nothing to do, and the association thread sleeps 1 ms
+before each look at its message queue. A C-STORE on one association waits for
+both (the request reaches the handler a poll late, the response reaches the
+socket a poll late), reads each PDU in 4 KB pieces and copies the payload
+several times. On this hardware that is most of the time a small object takes.
+
+The subclasses here keep pynetdicom's state machine, negotiation and service
+classes and change only how the threads wait and how a P-DATA-TF PDU is read:
+
+- the upper layer waits in select() on its socket and a wake-up pipe that is
+  written whenever another thread queues a primitive for it;
+- the association thread waits on a condition that the upper layer signals
+  when it queues a DIMSE message or an A-RELEASE/A-ABORT indication;
+- a P-DATA-TF PDU is read with one recv_into() into a buffer of its length,
+  and its presentation data values are handed on as memoryviews, not copies.
+  (EVT_PDU_RECV and EVT_DATA_RECV are not triggered for P-DATA-TF PDUs.)
+
+They rely on pynetdicom internals, so `acceptor_server_class()` uses them only
+with the pynetdicom version they were written for and falls back to the stock
+server otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import select
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pynetdicom
+from pynetdicom import _handlers, evt
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+log = logging.getLogger("neurolabel.dicom.reactor")
+
+SUPPORTED_PYNETDICOM = ("3.0.",)
+# Longest wait between looks at timers and flags when nothing wakes a thread.
+IDLE_WAIT_SECONDS = 0.05
+_PDU_HEADER = struct.Struct(">BBL")
+_PDV_LENGTH = struct.Struct(">L")
+_P_DATA_TF = 0x04
+_KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
+_ACCEPTOR = "acceptor"
+
+
+def acceptor_server_class() -> type[ThreadedAssociationServer]:
+    """The server class to pass to `AE.make_server`: ours when this pynetdicom is supported, else the stock one."""
+    if pynetdicom.__version__.startswith(SUPPORTED_PYNETDICOM):
+        return EventDrivenServer
+    log.warning("pynetdicom %s is not one the event-driven reactors support; using its polling reactors",
+                pynetdicom.__version__)
+    return ThreadedAssociationServer
+
+
+class _Doorbell:
+    """A level-triggered wake-up for one waiting thread."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._rung = False
+
+    def ring(self) -> None:
+        with self._condition:
+            self._rung = True
+            self._condition.notify()
+
+    def wait(self, timeout: float) -> None:
+        with self._condition:
+            if not self._rung:
+                self._condition.wait(timeout)
+            self._rung = False
+
+
+class _NotifyingQueue(queue.Queue):  # type: ignore[type-arg]
+    """A queue that calls `notify` after each put."""
+
+    def __init__(self, notify: Callable[[], None]) -> None:
+        super().__init__()
+        self._notify = notify
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._notify()
+
+
+class _ReceivedPData:
+    """Stands in for a decoded P_DATA_TF PDU in the upper layer's receive queue (DT-2 asks it for its primitive)."""
+
+    __slots__ = ("_primitive",)
+
+    def __init__(self, primitive: P_DATA) -> None:
+        self._primitive = primitive
+
+    def to_primitive(self) -> P_DATA:
+        return self._primitive
+
+
+def decode_p_data(body: bytearray) -> P_DATA:
+    """A P-DATA primitive whose presentation data values are views into `body` (PS3.8 section 9.3.5).
+
+    ValueError when an item's length does not fit the PDU.
+    """
+    view = memoryview(body)
+    values: list[tuple[int, memoryview]] = []
+    offset = 0
+    end = len(body)
+    while offset < end:
+        if offset + 6 > end:
+            raise ValueError("truncated presentation data value item")
+        (item_length,) = _PDV_LENGTH.unpack_from(body, offset)
+        if item_length < 2 or offset + 4 + item_length > end:
+            raise ValueError("presentation data value item length does not fit the PDU")
+        values.append((body[offset + 4], view[offset + 5 : offset + 4 + item_length]))
+        offset += 4 + item_length
+    if not values:
+        raise ValueError("P-DATA-TF PDU without presentation data values")
+    primitive = P_DATA()
+    # The property setter insists on bytes; decode_msg only indexes and slices, which a memoryview does too.
+    primitive._presentation_data_value_list = values  # type: ignore[assignment]
+    return primitive
+
+
+class EventDrivenSocket(AssociationSocket):
+    """Reads a requested length with recv_into() instead of 4 KB recv() calls."""
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        connection = self.socket
+        assert connection is not None
+        buffer = bytearray(nr_bytes)
+        view = memoryview(buffer)
+        received = 0
+        try:
+            while received < nr_bytes:
+                count = connection.recv_into(view[received:], nr_bytes - received)
+                if count == 0:
+                    break
+                received += count
+        finally:
+            view.release()
+        if received < nr_bytes:
+            del buffer[received:]
+        return buffer
+
+
+class EventDrivenDUL(DULServiceProvider):
+    """The upper layer, waiting in select() on its socket and a wake-up pipe instead of sleeping."""
+
+    def __init__(self, assoc: Association, on_user_primitive: Callable[[], None]) -> None:
+        super().__init__(assoc)
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self.to_provider_queue = _NotifyingQueue(self._wake)
+        self.event_queue = _NotifyingQueue(self._wake)
+        self.to_user_queue = _NotifyingQueue(on_user_primitive)
+
+    def _wake(self) -> None:
+        if threading.get_ident() == self.ident:
+            return  # the upper layer itself queued it; it looks again before it waits
+        try:
+            os.write(self._wake_write, b"\x00")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (already awake) or closed (finished)
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self._wake()
+
+    def run_reactor(self) -> None:
+        try:
+            self._event_loop()
+        finally:
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+            if self.assoc.requestor.primitive is None:
+                # The connection ended before an A-ASSOCIATE-RQ (garbage, a port scan): the association
+                # thread waits for one for acse_timeout; None is what it gets on that timeout, so it ends now.
+                self.to_user_queue.put(None)
+
+    def _event_loop(self) -> None:
+        self._idle_timer.start()
+        idle = False
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+            if idle:
+                self._wait_for_activity()
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception:
+                log.exception("upper layer failed; aborting the association")
+                self._abort_now()
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                idle = True
+                continue
+            self.state_machine.do_action(event)
+            idle = False
+
+    def _wait_for_activity(self) -> None:
+        wait_on = [self._wake_read]
+        connection = self.socket.socket if self.socket is not None else None
+        if connection is not None and connection.fileno() >= 0:
+            pending = getattr(connection, "pending", None)
+            if pending is not None and pending():
+                return  # TLS has decrypted bytes buffered that select() cannot see
+            wait_on.append(connection)  # type: ignore[arg-type]
+        try:
+            ready, _, _ = select.select(wait_on, [], [], IDLE_WAIT_SECONDS)
+        except (OSError, ValueError):
+            time.sleep(self._run_loop_delay)  # the socket closed under us; the next pass notices
+            return
+        if self._wake_read in ready:
+            try:
+                while os.read(self._wake_read, 512):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def _abort_now(self) -> None:
+        """What pynetdicom does on an internal error: send A-ABORT, bypassing the state machine, and stop."""
+        abort = A_ABORT_RQ()
+        abort.source = 0x02
+        abort.reason_diagnostic = 0x00
+        try:
+            if self.socket is not None:
+                self.socket.send(abort.encode())
+        finally:
+            assoc = self.assoc
+            assoc.is_aborted = True
+            assoc.is_established = False
+            assoc._kill = True
+            self._kill_thread = True
+            if isinstance(assoc, EventDrivenAssociation):
+                assoc.wake()
+
+    def _read_pdu_data(self) -> None:
+        """Read one PDU; P-DATA-TF is decoded here without copies, other PDUs by pynetdicom."""
+        connection = self.socket
+        assert connection is not None
+        try:
+            header = connection.recv(6)
+            if len(header) < 6:
+                self.event_queue.put("Evt17")  # closed
+                return
+            pdu_type, _, length = _PDU_HEADER.unpack(header)
+            if pdu_type not in _KNOWN_PDU_TYPES:
+                log.warning("unknown PDU type 0x%02X received", pdu_type)
+                self.event_queue.put("Evt19")
+                return
+            body = connection.recv(length)
+        except (OSError, TimeoutError):
+            self.event_queue.put("Evt17")
+            return
+        if len(body) != length:
+            log.error("connection closed inside a PDU (%d of %d bytes)", len(body), length)
+            self.event_queue.put("Evt17")
+            return
+        if pdu_type == _P_DATA_TF:
+            try:
+                received: Any = _ReceivedPData(decode_p_data(body))
+            except ValueError as exc:
+                log.error("invalid P-DATA-TF PDU: %s", exc)
+                self.event_queue.put("Evt19")
+                return
+            self._recv_pdu.put(received)
+            self.event_queue.put("Evt10")
+            return
+        try:
+            pdu, event = self._decode_pdu(header + body)
+        except Exception:
+            log.exception("cannot decode a received PDU")
+            self.event_queue.put("Evt19")
+            return
+        self._recv_pdu.put(pdu)
+        self.event_queue.put(event)
+
+
+class EventDrivenAssociation(Association):
+    """An acceptor whose thread sleeps until a message, an indication or a stop arrives."""
+
+    def __init__(self, ae: Any, mode: str) -> None:
+        super().__init__(ae, mode)
+        self._doorbell = _Doorbell()
+        self.dul = EventDrivenDUL(self, self._doorbell.ring)
+        # The timeouts live on the upper layer's timers: apply them to the new one.
+        self.acse_timeout = ae.acse_timeout
+        self.network_timeout = ae.network_timeout
+        self.dimse.msg_queue = _NotifyingQueue(self._doorbell.ring)
+        for event, handler in _PER_MESSAGE_LOGGERS:
+            if handler in [bound for bound, _ in self.get_handlers(event)]:  # type: ignore[misc]
+                self.unbind(event, handler)
+
+    def wake(self) -> None:
+        self._doorbell.ring()
+
+    def kill(self) -> None:
+        self._kill = True
+        self._doorbell.ring()
+        super().kill()
+
+    def _run_reactor(self) -> None:
+        """pynetdicom's acceptor loop (serve messages; handle release, abort, upper-layer exit and idle timeout)."""
+        self._is_paused = False
+        while not self._kill:
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            try:
+                context_id, message = self.dimse.msg_queue.get(block=False)
+            except queue.Empty:
+                message = None
+            if message is not None:
+                self._serve_request(message, context_id)
+                continue
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                self.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                log.warning("network timeout reached; aborting the association")
+                self.abort()
+                self.kill()
+                return
+
+            self._doorbell.wait(IDLE_WAIT_SECONDS)
+
+
+class EventDrivenRequestHandler(RequestHandler):
+    """Creates our association classes for each connection; shares the server's contexts instead of copying them.
+
+    Negotiation only reads the acceptor's supported contexts (it builds new
+    result contexts), so one list serves every association.
+    """
+
+    def _create_association(self) -> Association:
+        assoc = EventDrivenAssociation(self.ae, _ACCEPTOR)
+        assoc._server = self.server
+        assoc.name = f"AcceptorThread@{self.client_address[0]}:{self.client_address[1]}"
+        assoc.set_socket(EventDrivenSocket(assoc, client_socket=self.request))
+        acceptor = assoc.acceptor
+        acceptor.maximum_length = self.ae.maximum_pdu_size
+        acceptor.ae_title = self.server.ae_title
+        acceptor.address_info = self.local
+        acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        acceptor.implementation_version_name = self.ae.implementation_version_name
+        acceptor.supported_contexts = self.server.contexts
+        assoc.requestor.address_info = self.remote
+        for event, bound in self.server._handlers.items():
+            if event.is_intervention and bound:
+                assoc.bind(event, *bound)
+            elif isinstance(event, evt.NotificationEvent):
+                for handler, arguments in bound:  # type: ignore[misc]
+                    assoc.bind(event, handler, arguments)
+        return assoc
+
+
+class EventDrivenServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with the event-driven request handler.
+
+    It also unbinds pynetdicom's debug loggers of every PDU and DIMSE message:
+    they format each message under the AE-wide lock even when debug logging
+    is off, serialising concurrent associations.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["request_handler"] = EventDrivenRequestHandler
+        super().__init__(*args, **kwargs)
+        for event, handler in _PER_MESSAGE_LOGGERS:
+            if handler in [bound for bound, _ in self.get_handlers(event)]:  # type: ignore[misc]
+                self.unbind(event, handler)
+
+
+_PER_MESSAGE_LOGGERS = (
+    (evt.EVT_DIMSE_RECV, _handlers.standard_dimse_recv_handler),
+    (evt.EVT_DIMSE_SENT, _handlers.standard_dimse_sent_handler),
+    (evt.EVT_PDU_RECV, _handlers.standard_pdu_recv_handler),
+    (evt.EVT_PDU_SENT, _handlers.standard_pdu_sent_handler),
+)
