@@ -97,12 +97,15 @@ def component_factories() -> Sequence[ComponentFactory]:
     from daemon.inference.component import build_triton_component
     from daemon.ops.http import build_http_endpoint
     from daemon.store.leases import build_lease_keeper
+    from daemon.store.notify import build_job_notifications
     from daemon.work.component import build_job_runner
     from daemon.work.scheduler import build_scheduler
 
     factories: list[ComponentFactory] = [
         # before the workers and stopped after them: their job leases stay fresh while they drain
         build_lease_keeper,
+        # PostgreSQL: other instances' new jobs wake this one's workers
+        build_job_notifications,
         build_triton_component,
         build_job_runner,
         build_scheduler,

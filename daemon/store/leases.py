@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from daemon.store import queue
 from daemon.store.database import Database
@@ -36,6 +37,9 @@ class LeaseKeeper:
         self._task: asyncio.Task[None] | None = None
         self._last_beat: float | None = None
         self._held = 0
+        # A thread of its own: with every thread of the default pool busy on long jobs, a heartbeat queued
+        # behind them would let this instance's leases pass while it is alive and working.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease-keeper")
 
     @property
     def interval(self) -> float:
@@ -49,7 +53,8 @@ class LeaseKeeper:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        released = await asyncio.to_thread(queue.recover_interrupted, self._database, self._instance)
+        released = await self._in_thread(queue.recover_interrupted, self._database, self._instance)
+        self._executor.shutdown(wait=False)
         if released:
             log.info("released %d unfinished job(s) of %s to the queue", released, self._instance)
 
@@ -62,12 +67,15 @@ class LeaseKeeper:
 
     async def beat(self) -> None:
         """Renew our leases, then re-queue the expired ones of any instance."""
-        self._held = await asyncio.to_thread(queue.renew_leases, self._database, self._instance, self._lease_seconds)
-        recovered = await asyncio.to_thread(queue.recover_expired, self._database)
+        self._held = await self._in_thread(queue.renew_leases, self._database, self._instance, self._lease_seconds)
+        recovered = await self._in_thread(queue.recover_expired, self._database)
         self._last_beat = time.monotonic()
         for kind, count in recovered.items():
             log.warning("lease expired: %d %s job(s) put back to pending", count, kind)
             self._work_signal.notify(kind)
+
+    async def _in_thread(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     async def _loop(self) -> None:
         while True:

@@ -29,6 +29,8 @@ ACTIVE = (PENDING, RUNNING)
 ACTIVE_PREDICATE = "state IN ('pending', 'running')"
 
 DEFAULT_LEASE_SECONDS = 60.0
+# PostgreSQL LISTEN/NOTIFY channel on which enqueues wake the workers of every instance.
+NOTIFY_CHANNEL = "neurolabel_jobs"
 
 
 class LeaseLost(Exception):
@@ -80,7 +82,16 @@ def enqueue(
         index_elements=[jobs.c.kind, jobs.c.key], index_where=sa.text(ACTIVE_PREDICATE)
     ).returning(jobs.c.id)
     job_id = connection.execute(statement).scalar()
-    return None if job_id is None else int(job_id)
+    if job_id is None:
+        return None
+    announce(connection, kind)
+    return int(job_id)
+
+
+def announce(connection: Connection, kind: str) -> None:
+    """On PostgreSQL, tell every instance (daemon/store/notify.py) that `kind` has work, when the caller commits."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_notify(:channel, :kind)"), {"channel": NOTIFY_CHANNEL, "kind": kind})
 
 
 def _dialect_insert(dialect: str) -> Any:
@@ -243,6 +254,10 @@ def renew_leases(database: Database, worker: str, lease_seconds: float) -> int:
 
 
 def _requeue(database: Database, condition: sa.ColumnElement[bool]) -> dict[str, int]:
+    if database.supports_skip_locked:
+        # Rows locked by a live transaction (a claim or completion in flight, or an instance frozen in one)
+        # are skipped, not waited for: the next round takes them if they are still expired then.
+        condition = jobs.c.id.in_(sa.select(jobs.c.id).where(condition).with_for_update(skip_locked=True))
     with database.begin() as connection:
         kinds = connection.execute(
             jobs.update()
@@ -250,6 +265,8 @@ def _requeue(database: Database, condition: sa.ColumnElement[bool]) -> dict[str,
             .values(state=PENDING, claimed_by=None, claimed_at=None, lease_expires_at=None, not_before=utcnow())
             .returning(jobs.c.kind)
         ).scalars().all()
+        for kind in set(kinds):
+            announce(connection, kind)
     counts: dict[str, int] = {}
     for kind in kinds:
         counts[kind] = counts.get(kind, 0) + 1

@@ -316,7 +316,9 @@ class JobRunner:
                     except queue.LeaseLost:
                         log.warning("job %d %s %s: lease lost, left to its new owner", job.id, job.kind, job.key)
                 elif isinstance(error, queue.LeaseLost):
-                    log.warning("job %d %s %s: lease lost, left to its new owner", job.id, job.kind, job.key)
+                    # One job of a batch lost: the batch's writes were rolled back. Those still ours go back to
+                    # pending (no attempt counted); for the lost one this is a no-op.
+                    queue.defer(connection, job, 0)
                 elif isinstance(error, Defer):
                     queue.defer(connection, job, error.seconds)
                 else:

@@ -61,6 +61,7 @@ from daemon.dicom.uids import instance_path
 from daemon.labels import LabelRecord
 from daemon.store import queue
 from daemon.store.database import Database
+from daemon.store.locks import cluster_lock
 from daemon.store.queue import Job
 from daemon.store.schema import instances, series, studies, study_labels, writebacks
 from daemon.work.runner import Handler, JobFailed
@@ -132,9 +133,12 @@ def run_writeback_job(services: Services, job: Job, locks: StudyLocks | None = N
         raise JobFailed(f"writeback payload needs study_instance_uid and study_label_id, got {dict(payload)}") from None
     withdrawn = bool(payload.get("withdrawn", False))
     lock = (locks or StudyLocks()).of(study_uid)
-    with lock:
+    # The cluster lock keeps instances sharing a PostgreSQL database from rewriting one study's files at
+    # once (issue 8); the in-process lock comes first so that this process's threads queue on it.
+    with lock, cluster_lock(services.database, f"writeback:{study_uid}"):
         result = write_back(
-            services.config, services.database, study_uid, label_id, withdrawn=withdrawn, actor=services.instance_name
+            services.config, services.database, study_uid, label_id, withdrawn=withdrawn, actor=services.instance_name,
+            job=job,
         )
     if result.forward_jobs:
         services.work_signal.notify(FORWARD)
@@ -169,8 +173,13 @@ def write_back(
     *,
     withdrawn: bool = False,
     actor: str | None = None,
+    job: Job | None = None,
 ) -> WritebackResult:
-    """Write the labels row `study_label_id` (or its withdrawal) into the study's files, SR and queue forwards."""
+    """Write the labels row `study_label_id` (or its withdrawal) into the study's files, SR and queue forwards.
+
+    Given its `job`, completes it in the transaction that records the write-back: when another instance has
+    taken the job over (this one stalled past its lease), queue.LeaseLost rolls the record back (issue 8).
+    """
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc)
     action = ACTION_WITHDRAWN if withdrawn else ACTION_LABELS
@@ -212,6 +221,8 @@ def write_back(
     files = _Files(started, started_at, stored, tagged, unchanged, sizes, sr_written)
     forward_keys: list[str] = []
     with database.begin() as connection:
+        if job is not None:
+            queue.complete(connection, job)
         # The labels may have changed while the files were written: do not record (or forward) a stale state;
         # the newer row's write-back rewrites the files.
         label_row = connection.execute(sa.select(study_labels).where(study_labels.c.id == study_label_id)).first()

@@ -227,3 +227,23 @@ def _wait_claim(database: Database, kind: str, worker: str, timeout: float = 10.
             return claimed
         time.sleep(0.01)
     raise AssertionError(f"no {kind} job became due within {timeout} s")
+
+
+def test_recovery_skips_rows_locked_by_a_live_transaction(database: Database) -> None:
+    if not database.supports_skip_locked:
+        pytest.skip("SQLite has one writer at a time; nothing to skip")
+    _enqueue(database, "classify", "locked")
+    _enqueue(database, "classify", "free")
+    claimed = queue.claim(database, ["classify"], "frozen", limit=2, lease_seconds=0.001)
+    locked = next(job for job in claimed if job.key == "locked")
+    with database.begin() as holder:
+        # An instance frozen in the middle of a transaction on one of its jobs.
+        holder.execute(sa.select(jobs.c.id).where(jobs.c.id == locked.id).with_for_update())
+        result: list[dict[str, int]] = []
+        thread = threading.Thread(target=lambda: result.append(queue.recover_expired(database)))
+        thread.start()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "recovery waited for the lock"
+    assert result == [{"classify": 1}]
+    assert _state(database, locked.id).state == queue.RUNNING
+    assert queue.recover_expired(database) == {"classify": 1}
