@@ -17,7 +17,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from daemon.hl7.codes import AckCode, AckCondition, ErrorCode, Problem, Severity
-from daemon.hl7.escapes import DEFAULT_DELIMITERS, Delimiters, escape
+from daemon.hl7.escapes import DEFAULT_DELIMITERS, Delimiters, escape, escape_controls
 from daemon.hl7.parse import Header
 
 OUR_APPLICATION = "NEUROLABEL"
@@ -88,10 +88,13 @@ def build_ack(
     msh = [
         "MSH",
         delimiters.encoding_characters,
-        (header.receiving_application if header else "") or OUR_APPLICATION,
-        header.receiving_facility if header else "",
-        header.sending_application if header else "",
-        header.sending_facility if header else "",
+        # MSH-3..6, MSA-2 and MSH-18 are echoed as sent (they are identities), only made frame-safe.
+        escape_controls(header.receiving_application, delimiters)
+        if header and header.receiving_application
+        else OUR_APPLICATION,
+        escape_controls(header.receiving_facility, delimiters) if header else "",
+        escape_controls(header.sending_application, delimiters) if header else "",
+        escape_controls(header.sending_facility, delimiters) if header else "",
         now.strftime("%Y%m%d%H%M%S%z"),
         "",
         message_type,
@@ -104,9 +107,9 @@ def build_ack(
         "NE" if enhanced else "",
         "NE" if enhanced else "",
         "",
-        header.charset if header and header.charset else "",
+        escape_controls(header.charset, delimiters) if header else "",
     ]
-    msa = ["MSA", code.value, header.control_id if header else ""]
+    msa = ["MSA", code.value, escape_controls(header.control_id, delimiters) if header else ""]
     if problem is not None and not _at_least(version, "2.7"):
         msa.append(escape(_short(problem.text), delimiters))
     segments = [fs.join(msh).rstrip(fs), fs.join(msa)]

@@ -32,6 +32,7 @@ class Delimiters:
 
 
 DEFAULT_DELIMITERS = Delimiters()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def unescape(value: str, delimiters: Delimiters, codec: str = "ascii") -> str:
@@ -43,7 +44,8 @@ def unescape(value: str, delimiters: Delimiters, codec: str = "ascii") -> str:
 
 
 def escape(value: str, delimiters: Delimiters) -> str:
-    """Escape `value` for use inside one component of a field; line breaks become spaces."""
+    """Escape `value` for use inside one component of a field; line breaks become spaces, other control
+    characters (which would break MLLP framing: <VT>, <FS>) hexadecimal escapes."""
     esc = delimiters.escape
     value = value.replace(esc, f"{esc}E{esc}")
     for char, code in (
@@ -55,7 +57,14 @@ def escape(value: str, delimiters: Delimiters) -> str:
         value = value.replace(char, f"{esc}{code}{esc}")
     if delimiters.truncation:
         value = value.replace(delimiters.truncation, f"{esc}P{esc}")
-    return " ".join(value.splitlines())
+    return escape_controls(" ".join(value.splitlines()), delimiters)
+
+
+def escape_controls(value: str, delimiters: Delimiters) -> str:
+    """Make a value echoed as sent (already in escaped form) safe in a reply: control characters (a raw line
+    feed that continued a segment, <VT>, <FS>) become hexadecimal escapes."""
+    esc = delimiters.escape
+    return _CONTROL.sub(lambda match: f"{esc}X{ord(match.group()):02X}{esc}", value)
 
 
 @functools.lru_cache(maxsize=8)
@@ -94,7 +103,8 @@ def _replacement(sequence: str, delimiters: Delimiters, codec: str) -> str:
             return " " * max(1, count)
         return ""  # .in, .ti, .fi, .nf change layout only
     if first == "X":
-        return _decode_hex(bytes.fromhex(sequence[1:]), codec).replace("\r\n", "\n").replace("\r", "\n")
+        text = _decode_hex(bytes.fromhex(sequence[1:]), codec)
+        return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     return ""  # \Cxxyy\, \Mxxyyzz\ (ISO 2022 switches) and \Z..\ (local) carry no text
 
 
