@@ -31,6 +31,7 @@ import datetime as dt
 import io
 import logging
 import os
+import re
 import threading
 import time
 import zlib
@@ -206,6 +207,7 @@ def write_back(
         return WritebackResult(study_instance_uid, study_label_id, action, skipped=stale)
     if not stored:
         raise RuntimeError(f"study {study_instance_uid} has no stored instances yet")
+    remove_stale_temporaries(storage / study_instance_uid)
 
     record = label_record(label_row)
     withdrawn_at = as_utc(label_row.superseded_at or started_at) if withdrawn else None
@@ -403,6 +405,36 @@ def retag_file(path: Path, dataset: Dataset, *, sync_folder: bool = True) -> int
     data = buffer.getvalue()
     atomic_write(path, data, sync_folder=sync_folder)
     return len(data)
+
+
+def remove_stale_temporaries(study_folder: Path) -> int:
+    """Delete the temporary files `atomic_write` left in the study's series folders when its process died
+    (kill -9, power cut) between creating and renaming them; returns how many. A file whose writer is still
+    running (its pid is a live process) is left alone."""
+    removed = 0
+    for candidate in study_folder.glob("*/.*.tmp"):
+        match = _TEMPORARY_NAME.fullmatch(candidate.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        _remove_quietly(candidate)
+        removed += 1
+    if removed:
+        log.info("removed %d temporary files left by an interrupted write-back in %s", removed, study_folder.name)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# atomic_write's temporary names: ".<file name>.<pid>.<thread id>.tmp"
+_TEMPORARY_NAME = re.compile(r"\..+\.(\d+)\.\d+\.tmp")
 
 
 def atomic_write(path: Path, data: bytes, *, sync_folder: bool = True) -> None:

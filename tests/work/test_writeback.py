@@ -518,3 +518,21 @@ def test_atomic_write_replaces_in_place(tmp_path: Path) -> None:
     writeback_module.atomic_write(target, b"new")
     assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["a.dcm"]
 
+
+
+def test_writeback_removes_temporaries_of_a_killed_writer(config: Config, database: Database) -> None:
+    # A daemon killed (kill -9) inside atomic_write leaves ".<name>.<pid>.<thread>.tmp" next to the file;
+    # the next write-back of the study removes it (found by tests/reliability/test_crash.py).
+    stored = store_study(config, database)
+    label_id = add_labels(database)
+    folder = stored.paths[0].parent
+    dead_pid = 2**22 + 1  # above pid_max's default: no such process
+    stale = folder / f".{stored.paths[0].name}.{dead_pid}.140163251762880.tmp"
+    stale.write_bytes(b"half a file")
+    live = folder / f".{stored.paths[1].name}.{os.getpid()}.1.tmp"
+    live.write_bytes(b"being written by a live process")
+
+    write_back(config, database, STUDY_UID, label_id)
+
+    assert not stale.exists()
+    assert live.exists()
