@@ -52,7 +52,8 @@ def access_from_config(settings: TritonConfig) -> TritonAccess:
     options: dict[str, Any] = {}
     if settings.tls:
         options["ssl"] = True
-        for key, option in (("tls_ca", "root_certificates"), ("tls_cert", "certificate_chain"), ("tls_key", "private_key")):
+        files = (("tls_ca", "root_certificates"), ("tls_cert", "certificate_chain"), ("tls_key", "private_key"))
+        for key, option in files:
             path = getattr(settings, key)
             if path:
                 _check_readable(f"triton.{key}", path)

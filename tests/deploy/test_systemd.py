@@ -76,7 +76,8 @@ def test_unit_lets_the_daemon_write_where_its_config_points_and_drain_before_the
     assert Path("/var/log") / _one(service, "LogsDirectory") in writable
     config = load_config(SYSTEMD / "config.toml")
     database = Path(config.database.url.removeprefix("sqlite:///"))
-    for path in (config.daemon.state_dir, config.storage.path, database, config.audit.report_dir, config.audit.log_file):
+    audit = config.audit
+    for path in (config.daemon.state_dir, config.storage.path, database, audit.report_dir, audit.log_file):
         assert any(path.is_relative_to(root) for root in writable), f"{path} is read-only under ProtectSystem=strict"
     assert str(config.triton.model_repository) == f"{PREFIX}/triton_models"
     assert _one(service, "WorkingDirectory") == str(config.daemon.state_dir)
@@ -93,7 +94,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("install")
     wheels = folder / "wheels"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO_ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
+         str(REPO_ROOT)],
         capture_output=True, text=True,
     )
     assert build.returncode == 0, build.stderr
@@ -136,7 +138,8 @@ def test_install_lays_out_the_service(installed: Path) -> None:
     assert config.read_text() == (SYSTEMD / "config.toml").read_text()
     assert stat.S_IMODE(config.stat().st_mode) == 0o640
     if os.geteuid() == 0:
-        group = [line.split(":") for line in (root / "etc/group").read_text().splitlines() if line.startswith("neurolabel:")]
+        lines = (root / "etc/group").read_text().splitlines()
+        group = [line.split(":") for line in lines if line.startswith("neurolabel:")]
         assert config.stat().st_gid == int(group[0][2])
     assert stat.S_IMODE((root / "etc/neurolabel/neurolabel.env").stat().st_mode) == 0o640
     assert (root / PREFIX.lstrip("/") / "triton_models/neurolabel_report/config.pbtxt").exists()
@@ -170,7 +173,9 @@ def test_systemd_accepts_the_installed_unit(installed: Path) -> None:
     target = installed / "usr/lib/systemd/system"
     if not target.exists():
         shutil.copytree(units, target, symlinks=True)
-    verify = subprocess.run([analyze, "verify", f"--root={installed}", "neurolabel.service"], capture_output=True, text=True)
+    verify = subprocess.run(
+        [analyze, "verify", f"--root={installed}", "neurolabel.service"], capture_output=True, text=True
+    )
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
     security = subprocess.run(
         [analyze, "security", "--offline=true", f"--root={installed}", "neurolabel.service"],

@@ -49,7 +49,9 @@ def test_access_reads_the_token_and_checks_files(test_config: Config, tmp_path: 
     token.write_text(f"{TOKEN}\nignored\n")
     config = with_overrides(
         test_config,
-        triton={"url": "a:8001", "tls": True, "tls_ca": str(token), "auth_header": HEADER, "auth_token_file": str(token)},
+        triton={
+            "url": "a:8001", "tls": True, "tls_ca": str(token), "auth_header": HEADER, "auth_token_file": str(token)
+        },
     )
     access = access_from_config(config.triton)
     assert access.headers == {HEADER: TOKEN}
@@ -85,7 +87,10 @@ class StandIn:
         if self.down:
             raise InferenceUnavailable(f"{self.name} is down")
         self.batches.append(list(texts))
-        return [Prediction(probabilities={"abnormal": 0.5}, labels={"abnormal": 1}, model=f"{self.name}:{t}") for t in texts]
+        return [
+            Prediction(probabilities={"abnormal": 0.5}, labels={"abnormal": 1}, model=f"{self.name}:{text}")
+            for text in texts
+        ]
 
     async def is_ready(self) -> bool:
         return not self.down
@@ -178,11 +183,16 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Certific
         f"--grpc-root-cert={certificates.ca}",
         f"--grpc-restricted-protocol=health,metadata,inference,model-config:{TOKEN_KEY}={TOKEN}",
     ]
-    with running_triton(folder / "a", extra_args=args) as first, running_triton(folder / "b", extra_args=args) as second:
+    with (
+        running_triton(folder / "a", extra_args=args) as first,
+        running_triton(folder / "b", extra_args=args) as second,
+    ):
         yield certificates, [first, second]
 
 
-def _secured_config(test_config: Config, certificates: Certificates, urls: Sequence[str], tmp_path: Path, **changes: object) -> Config:
+def _secured_config(
+    test_config: Config, certificates: Certificates, urls: Sequence[str], tmp_path: Path, **changes: object
+) -> Config:
     token = tmp_path / "triton-token"
     token.write_text(TOKEN + "\n")
     triton = {
@@ -203,7 +213,9 @@ def _secured_config(test_config: Config, certificates: Certificates, urls: Seque
 
 
 @pytest.mark.triton
-async def test_classify_over_mutual_tls_with_the_access_header(test_config: Config, secured: tuple, tmp_path: Path) -> None:
+async def test_classify_over_mutual_tls_with_the_access_header(
+    test_config: Config, secured: tuple, tmp_path: Path
+) -> None:
     certificates, servers = secured
     config = _secured_config(test_config, certificates, [servers[0].grpc_url], tmp_path)
     async with connect_classifier(config) as classifier:

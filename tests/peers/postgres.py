@@ -89,7 +89,9 @@ def running_cluster(
     user = SERVICE_USER if as_root else pwd.getpwuid(os.geteuid()).pw_name
 
     def run(*args: str) -> None:
-        result = subprocess.run(args, capture_output=True, text=True, cwd=folder, timeout=120, **run_as)  # type: ignore[call-overload]
+        result = subprocess.run(  # type: ignore[call-overload]
+            args, capture_output=True, text=True, cwd=folder, timeout=120, **run_as
+        )
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:2])} failed ({result.returncode}): {result.stderr or result.stdout}")
 
@@ -105,7 +107,8 @@ def running_cluster(
         run(str(bin_dir / "initdb"), "-D", str(data), "-U", user, *auth, "-E", "UTF8", "--locale=C.UTF-8")
         for attempt in range(3):
             port = _free_port()
-            settings = [f"-p {port}", f"-k {folder}", "-c listen_addresses=127.0.0.1", f"-c max_connections={max_connections}"]
+            settings = [f"-p {port}", f"-k {folder}", "-c listen_addresses=127.0.0.1"]
+            settings.append(f"-c max_connections={max_connections}")
             if not durable:
                 # A test cluster: durability is not what is under test, speed is welcome.
                 settings += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
