@@ -103,11 +103,3 @@ class Problem:
     def describe(self) -> str:
         where = f" at {self.location}" if self.location else ""
         return f"{self.code.value} {self.code.text}{where}: {self.text}"
-
-
-class MessageProblem(Exception):
-    """Raised by the parser; carries the problem (and whatever of the header could be read)."""
-
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(problem.describe())
-        self.problem = problem
