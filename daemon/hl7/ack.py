@@ -155,6 +155,7 @@ def _short(text: str, limit: int = 80) -> str:
 
 def _at_least(version: str, minimum: str) -> bool:
     def key(v: str) -> tuple[int, ...]:
-        return tuple(int(p) for p in v.split(".") if p.isdigit())
+        # ASCII digits only: str.isdigit() is also true for "²", which int() refuses (found by atheris).
+        return tuple(int(p) for p in v.split(".") if p.isascii() and p.isdigit())
 
     return key(version) >= key(minimum)

@@ -32,6 +32,8 @@ class Delimiters:
 
 
 DEFAULT_DELIMITERS = Delimiters()
+# Most blank lines or spaces one \.sp n\ or \.sk n\ command expands to.
+MAX_SPACING = 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -94,7 +96,8 @@ def _replacement(sequence: str, delimiters: Delimiters, codec: str) -> str:
     if first == ".":
         command = sequence[1:3].lower()
         argument = sequence[3:].strip().lstrip("+")
-        count = int(argument) if argument.isdigit() else 1
+        # Bounded: "\.sp999999999\" in a 1 MB message must not become gigabytes of line breaks.
+        count = min(int(argument), MAX_SPACING) if argument.isascii() and argument.isdigit() else 1
         if command == "br" or command == "ce":
             return "\n"
         if command == "sp":

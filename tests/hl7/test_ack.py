@@ -124,3 +124,14 @@ def test_escaped_control_characters_in_echoed_fields_stay_escaped(field: int) ->
         text = build_ack(header, code, "NL1", NOW, problem).text
         assert not set(text) & {"\n", "\x1c", "\x0b"}
         assert [segment[:3] for segment in text.split("\r")] in (["MSH", "MSA"], ["MSH", "MSA", "ERR"])
+
+
+def test_version_with_a_superscript_digit_is_acknowledged() -> None:
+    # "\xb2" (latin-1 superscript two) passes str.isdigit() but not int(): building the ACK raised, so the
+    # message was never answered (found by tests/reliability/atheris_targets.py).
+    raw = oru("V1").replace("|2.5.1", "|\xb2.5.1", 1).encode("latin-1")
+    with pytest.raises(MessageProblem) as refused:
+        parse_message(raw, ParseSettings())
+    header, problem = refused.value.header, refused.value.problem
+    (code,) = acknowledgement_codes(header, problem)
+    assert "MSA|AR|V1" in build_ack(header, code, "NL1", NOW, problem).text

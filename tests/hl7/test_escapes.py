@@ -88,3 +88,12 @@ def test_decode_falls_back_and_says_so() -> None:
 def test_unknown_declared_charset_uses_default() -> None:
     decoded = decode_message(b"MSH|^~\\&|A|B|C|D|1||ORU^R01|1|P|2.5||||||MARTIAN\rOBX|x", "ASCII")
     assert decoded.codec == "ascii" and "MARTIAN" in (decoded.warning or "")
+
+
+@pytest.mark.parametrize("command", ["sp", "sk"])
+def test_spacing_commands_are_bounded(command: str) -> None:
+    # A 20-byte "\.sp9999999999\" became 10 GB of line breaks (found by tests/reliability fuzzing).
+    text = unescape(f"a\\.{command}9999999999\\b", DEFAULT_DELIMITERS)
+    assert text.startswith("a") and text.endswith("b") and len(text) <= 102
+    assert unescape(f"a\\.{command}3\\b", DEFAULT_DELIMITERS) == "a" + ("\n" if command == "sp" else " ") * 3 + "b"
+
