@@ -1,8 +1,8 @@
 """From a received data set to the rows of the study index (pure).
 
-`read_header` decodes only the attributes the index needs (everything up to
-Instance Number, so never the pixel data) from the data set bytes as
-received; `index_record` maps them to one frozen record, validating the UIDs
+`read_header` reads only the attributes the index needs (everything up to
+Instance Number, so never the pixel data), as raw bytes, from the data set
+as received; `index_record` maps them to one frozen record, validating the UIDs
 that will become paths. A data set the index cannot understand raises
 `MalformedDataset` with a reason that names no patient data.
 """
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom.charset import convert_encodings, decode_bytes
-from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
-from pydicom.tag import BaseTag
+from pydicom.filereader import data_element_generator
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from daemon.dicom.uids import InvalidUid, validate_uid
@@ -47,6 +46,7 @@ _TAGS = {
     "SeriesNumber": 0x00200011,
     "InstanceNumber": 0x00200013,
 }
+_WANTED = frozenset({_SPECIFIC_CHARACTER_SET, *_TAGS.values()})
 _PERSON_NAMES = frozenset({"PatientName", "ReferringPhysicianName"})
 _DELIMITERS = {0x5C}
 _PN_DELIMITERS = {0x5C, 0x3D, 0x5E}
@@ -115,8 +115,24 @@ class IndexRecord:
     series: SeriesInfo
 
 
-def read_header(data: bytes | memoryview, transfer_syntax_uid: str) -> Dataset:
-    """Decode the attributes up to LAST_INDEXED_TAG from data set bytes in `transfer_syntax_uid`."""
+@dataclass(frozen=True)
+class Header:
+    """The raw values (bytes as received) of the attributes the index reads, by tag, and their character sets."""
+
+    values: Mapping[int, bytes]
+    encodings: tuple[str, ...] = ("iso8859",)
+
+    def __contains__(self, tag: int) -> bool:
+        return tag in self.values
+
+
+def read_header(data: bytes | memoryview, transfer_syntax_uid: str) -> Header:
+    """The raw values of the indexed attributes, read from data set bytes in `transfer_syntax_uid`.
+
+    Only elements up to LAST_INDEXED_TAG are parsed (so never Pixel Data), as
+    raw bytes: no value is converted or validated by pydicom, which would log
+    invalid values - and a log line must never carry a patient's name.
+    """
     syntax = UID(transfer_syntax_uid)
     try:
         if syntax == DeflatedExplicitVRLittleEndian:
@@ -125,18 +141,23 @@ def read_header(data: bytes | memoryview, transfer_syntax_uid: str) -> Dataset:
         is_little = bool(syntax.is_little_endian)
     except (zlib.error, ValueError, AttributeError) as exc:
         raise MalformedDataset(f"cannot read data set in transfer syntax {transfer_syntax_uid}: {type(exc).__name__}")
+    values: dict[int, bytes] = {}
     try:
-        return read_dataset(BytesIO(data), is_implicit, is_little, stop_when=_after_indexed_tags)
+        for element in data_element_generator(BytesIO(data), is_implicit, is_little, stop_when=_after_indexed_tags):
+            tag = int(element.tag)
+            if tag in _WANTED and isinstance(element.value, bytes):
+                values[tag] = element.value
     except Exception as exc:  # pydicom raises many types on garbage; all mean "cannot understand"
         raise MalformedDataset(f"cannot decode data set header: {type(exc).__name__}") from None
+    return Header(values, tuple(_encodings(values.get(_SPECIFIC_CHARACTER_SET))))
 
 
-def _after_indexed_tags(tag: BaseTag, _vr: str | None, _length: int) -> bool:
-    return tag > LAST_INDEXED_TAG
+def _after_indexed_tags(tag: int, _vr: str | None, _length: int) -> bool:
+    return int(tag) > LAST_INDEXED_TAG
 
 
 def index_record(
-    header: Dataset, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str
+    header: Header, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str
 ) -> IndexRecord:
     """Map a decoded header to an IndexRecord; the UIDs from the C-STORE request must match the data set's."""
     try:
@@ -182,41 +203,22 @@ def index_record(
     )
 
 
-def _text(header: Dataset, keyword: str) -> str | None:
-    """The attribute's first value as stripped text; None when absent or empty.
-
-    Values are decoded here from the raw bytes (with the data set's Specific
-    Character Set), not through pydicom's value conversion, which validates and
-    logs invalid values - and a log line must never carry a patient's name.
-    """
-    element = header.get_item(_TAGS[keyword])
-    if element is None:
+def _text(header: Header, keyword: str) -> str | None:
+    """The attribute's first value as stripped text, decoded with the data set's character sets; None if empty."""
+    raw = header.values.get(_TAGS[keyword])
+    if not raw:
         return None
-    value = element.value
-    if isinstance(value, (bytes, bytearray)):
-        delimiters = _PN_DELIMITERS if keyword in _PERSON_NAMES else _DELIMITERS
-        text = decode_bytes(bytes(value), _encodings(header), delimiters).split("\\", 1)[0]
-    elif value is None:
-        return None
-    else:
-        text = str(value)
-    text = text.strip(" \x00")
+    delimiters = _PN_DELIMITERS if keyword in _PERSON_NAMES else _DELIMITERS
+    text = decode_bytes(raw, list(header.encodings), delimiters).split("\\", 1)[0].strip(" \x00")
     return text or None
 
 
-def _encodings(header: Dataset) -> list[str]:
-    element = header.get_item(_SPECIFIC_CHARACTER_SET)
-    raw = element.value if element is not None else None
-    if isinstance(raw, (bytes, bytearray)):
-        names = [name.strip() for name in bytes(raw).decode("ascii", "replace").split("\\")]
-    elif isinstance(raw, str):
-        names = [raw]
-    else:
-        names = list(raw) if raw else []
+def _encodings(raw: bytes | None) -> list[str]:
+    names = [name.strip() for name in (raw or b"").decode("ascii", "replace").split("\\")]
     return convert_encodings([name for name in names if name] or ["ISO_IR 6"])
 
 
-def _integer(header: Dataset, keyword: str) -> int | None:
+def _integer(header: Header, keyword: str) -> int | None:
     text = _text(header, keyword)
     if text is None:
         return None
@@ -227,7 +229,7 @@ def _integer(header: Dataset, keyword: str) -> int | None:
     return number if -(2**31) <= number < 2**31 else None
 
 
-def _date(header: Dataset, keyword: str) -> str | None:
+def _date(header: Header, keyword: str) -> str | None:
     text = _text(header, keyword)
     return text if text is not None and _DATE.fullmatch(text) else None
 

@@ -15,8 +15,10 @@ classes and change only how the threads wait and how a P-DATA-TF PDU is read:
 - the association thread waits on a condition that the upper layer signals
   when it queues a DIMSE message or an A-RELEASE/A-ABORT indication;
 - a P-DATA-TF PDU is read with one recv_into() into a buffer of its length,
-  and its presentation data values are handed on as memoryviews, not copies.
-  (EVT_PDU_RECV and EVT_DATA_RECV are not triggered for P-DATA-TF PDUs.)
+  and its presentation data values are handed on as memoryviews, not copies
+  (EVT_PDU_RECV and EVT_DATA_RECV are not triggered for P-DATA-TF PDUs);
+- a plain C-STORE response is encoded directly, not through pydicom;
+- pynetdicom's debug loggers of every PDU and DIMSE message are unbound.
 
 They rely on pynetdicom internals, so `acceptor_server_class()` uses them only
 with the pynetdicom version they were written for and falls back to the stock
@@ -38,6 +40,8 @@ from typing import Any
 import pynetdicom
 from pynetdicom import _handlers, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
@@ -297,6 +301,65 @@ class EventDrivenDUL(DULServiceProvider):
         self.event_queue.put(event)
 
 
+def encode_c_store_response(
+    message_id: int, sop_class_uid: str, sop_instance_uid: str, status: int
+) -> bytes:
+    """A C-STORE-RSP command set without optional status elements (PS3.7 9.3.1.2), implicit VR little endian."""
+    body = b"".join((
+        _command_element(0x0002, _uid_bytes(sop_class_uid)),
+        _command_element(0x0100, struct.pack("<H", _C_STORE_RSP)),
+        _command_element(0x0120, struct.pack("<H", message_id)),
+        _command_element(0x0800, struct.pack("<H", _NO_DATA_SET)),
+        _command_element(0x0900, struct.pack("<H", status)),
+        _command_element(0x1000, _uid_bytes(sop_instance_uid)),
+    ))
+    return _command_element(0x0000, struct.pack("<L", len(body))) + body
+
+
+_C_STORE_RSP = 0x8001
+_NO_DATA_SET = 0x0101
+_LAST_COMMAND_FRAGMENT = b"\x03"
+
+
+def _command_element(element: int, value: bytes) -> bytes:
+    return struct.pack("<HHL", 0x0000, element, len(value)) + value
+
+
+def _uid_bytes(uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+class _DirectResponses(DIMSEServiceProvider):
+    """Sends a plain C-STORE-RSP (no error comment or offending element) from bytes encoded here.
+
+    pynetdicom builds each response as a pydicom data set and encodes it twice
+    (once for the group length); for a small object that is a sizeable part of
+    the time a C-STORE takes. Anything else, or a response while an
+    EVT_DIMSE_SENT handler is bound, goes through pynetdicom.
+    """
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        if (
+            isinstance(primitive, C_STORE)
+            and primitive.MessageIDBeingRespondedTo is not None
+            and primitive.ErrorComment is None
+            and primitive.OffendingElement is None
+            and primitive.AffectedSOPClassUID
+            and primitive.AffectedSOPInstanceUID
+            and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT)
+        ):
+            command = encode_c_store_response(
+                primitive.MessageIDBeingRespondedTo, primitive.AffectedSOPClassUID,
+                primitive.AffectedSOPInstanceUID, primitive.Status,
+            )
+            data = P_DATA()
+            data.presentation_data_value_list = [[context_id, _LAST_COMMAND_FRAGMENT + command]]  # type: ignore[list-item]
+            self.dul.send_pdu(data)
+            return
+        super().send_msg(primitive, context_id)
+
+
 class EventDrivenAssociation(Association):
     """An acceptor whose thread sleeps until a message, an indication or a stop arrives."""
 
@@ -307,6 +370,7 @@ class EventDrivenAssociation(Association):
         # The timeouts live on the upper layer's timers: apply them to the new one.
         self.acse_timeout = ae.acse_timeout
         self.network_timeout = ae.network_timeout
+        self.dimse = _DirectResponses(self)
         self.dimse.msg_queue = _NotifyingQueue(self._doorbell.ring)
         for event, handler in _PER_MESSAGE_LOGGERS:
             if handler in [bound for bound, _ in self.get_handlers(event)]:  # type: ignore[misc]
