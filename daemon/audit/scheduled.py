@@ -8,11 +8,14 @@ from pathlib import Path
 
 from apscheduler.triggers.base import BaseTrigger
 
+from daemon.audit import trail
 from daemon.audit.report import Period, gather, write_report
 from daemon.config import Config
 from daemon.store.database import Database
 
 log = logging.getLogger("neurolabel.audit")
+
+AUDIT_REPORT = "audit.report"
 
 
 def reference_prevalence(config: Config) -> dict[str, float]:
@@ -41,6 +44,15 @@ def write_audit_report(
         unmatched_after=dt.timedelta(hours=config.linking.unmatched_after_hours),
     )
     written = write_report(data, config.audit.report_dir)
+    with database.begin() as connection:
+        trail.record(
+            connection,
+            AUDIT_REPORT,
+            trail.SUCCESS,
+            identifiers={"folder": str(written[0].parent), "since": period.since.isoformat(),
+                         "until": period.until.isoformat(), "labelled_studies": data.labelled_studies,
+                         "drift": [flag.label for flag in data.drift]},
+        )
     log.info("audit report written to %s (%d studies labelled)", written[0].parent, data.labelled_studies)
     return written
 

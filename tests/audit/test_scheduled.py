@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import sqlalchemy as sa
 
 from daemon.audit.scheduled import previous_period, write_scheduled_report
 from daemon.config import Config
 from daemon.ops.cron import crontab_trigger
 from daemon.store.database import open_database
 from daemon.store.migrate import upgrade_to_head
+from daemon.store.schema import audit_events
 
 UTC = dt.timezone.utc
 
@@ -43,6 +45,10 @@ def test_the_scheduled_run_writes_the_report_of_the_previous_period(test_config:
     try:
         trigger = crontab_trigger("0 6 * * *", timezone=UTC)
         written = write_scheduled_report(test_config, database, trigger, now=at("2026-11-26T06:00:00.5"))
+        with database.connect() as connection:
+            (event,) = connection.execute(sa.select(audit_events).where(audit_events.c.kind == "audit.report")).all()
     finally:
         database.dispose()
     assert written[0].parent.name == "audit-20261125T0600-20261126T0600"
+    assert event.identifiers["since"] == "2026-11-25T06:00:00+00:00" and event.identifiers["folder"].endswith(
+        written[0].parent.name)
