@@ -11,10 +11,11 @@ with a growing delay, and nothing is guessed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,9 +41,47 @@ REPORT_ACTIVE = "active"
 # Batches sent to Triton at once. Each batch is already split into concurrent requests by the client;
 # a second batch keeps the server busy while the first one's results are committed.
 BATCHES_IN_FLIGHT = 2
+# Reports per request, and at most with Triton at once (see AdaptiveWindow).
+CHUNK_SIZE = 16
+MAX_REPORTS_IN_FLIGHT = 128
 # Deferral while the classifier is unavailable: doubles from the first to the last.
 UNAVAILABLE_FIRST_SECONDS = 1.0
 UNAVAILABLE_MAX_SECONDS = 30.0
+
+
+class AdaptiveWindow:
+    """How many reports may be with the classifier at once: halved each time a request fails (a request
+    that waits in Triton's queue past its deadline fails, and retrying it as large would fail again),
+    grown by one chunk per success. Sent in chunks of at most CHUNK_SIZE, fewer when the window is smaller."""
+
+    def __init__(self, maximum: int = MAX_REPORTS_IN_FLIGHT, chunk: int = CHUNK_SIZE) -> None:
+        self._maximum = maximum
+        self._chunk = chunk
+        self.limit = maximum
+        self._in_flight = 0
+        self._changed = asyncio.Condition()
+
+    @property
+    def chunk_size(self) -> int:
+        return max(1, min(self._chunk, self.limit))
+
+    def shrink(self) -> None:
+        self.limit = max(1, self.limit // 2)
+
+    def grow(self) -> None:
+        self.limit = min(self._maximum, self.limit + self._chunk)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, reports: int) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._in_flight == 0 or self._in_flight + reports <= self.limit)
+            self._in_flight += reports
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._in_flight -= reports
+                self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -61,6 +100,7 @@ class ClassifyWorker:
         self._classifier = classifier
         self._unavailable_since: float | None = None
         self._consecutive_unavailable = 0
+        self._window = AdaptiveWindow()
 
     async def run(self, jobs: Sequence[Job]) -> Mapping[int, BaseException]:
         errors: dict[int, BaseException] = {}
@@ -83,35 +123,74 @@ class ClassifyWorker:
                 inactive.append(job)
             else:
                 todo.append(ReportToClassify(job, row.id, row.text))
-        results: list[Prediction] = []
-        thresholds: dict[str, float] | None = None
-        if todo:
-            try:
-                results, thresholds = await self._classify([item.text for item in todo])
-            except InferenceUnavailable as exc:
-                deferral = self._note_unavailable(exc)
-                errors.update({item.job.id: deferral for item in todo})
-                todo = []
-        await asyncio.to_thread(self._store, todo, results, thresholds, inactive)
-        if todo:
+        predictions, thresholds, failures = await self._classify(todo) if todo else ({}, None, {})
+        errors.update(failures)
+        done = [item for item in todo if item.job.id in predictions]
+        results = [predictions[item.job.id] for item in done]
+        await asyncio.to_thread(self._store, done, results, thresholds, inactive)
+        if done:
             self._signal.notify(LINK)
         return errors
 
-    async def _classify(self, texts: list[str]) -> tuple[list[Prediction], dict[str, float] | None]:
-        started = time.perf_counter()
-        results = await self._classifier.classify(texts)
-        if len(results) != len(texts):
-            raise RuntimeError(f"classifier returned {len(results)} predictions for {len(texts)} reports")
-        info = await self._classifier.model_info()
-        if self._unavailable_since is not None:
+    async def _classify(
+        self, todo: Sequence[ReportToClassify]
+    ) -> tuple[dict[int, Prediction], dict[str, float] | None, dict[int, BaseException]]:
+        """Predictions by job id, the model's thresholds, and the jobs that got none (deferred while Triton
+        cannot answer). The reports go in chunks, as many at once as the window allows; what succeeds is
+        kept even when other chunks time out."""
+        size = self._window.chunk_size
+        chunks = [list(todo[i : i + size]) for i in range(0, len(todo), size)]
+        outcomes = await asyncio.gather(*(self._classify_chunk(chunk) for chunk in chunks), return_exceptions=True)
+        predictions: dict[int, Prediction] = {}
+        failures: dict[int, BaseException] = {}
+        unavailable: list[ReportToClassify] = []
+        problem: InferenceUnavailable | None = None
+        for chunk, outcome in zip(chunks, outcomes):
+            if isinstance(outcome, InferenceUnavailable):
+                unavailable += chunk
+                problem = outcome
+            elif isinstance(outcome, BaseException):
+                failures.update({item.job.id: outcome for item in chunk})
+            else:
+                predictions.update({item.job.id: prediction for item, prediction in zip(chunk, outcome)})
+        if problem is not None:
+            deferral = self._note_unavailable(problem, partial=bool(predictions))
+            failures.update({item.job.id: deferral for item in unavailable})
+        elif predictions and self._unavailable_since is not None:
             log.info("classifier available again after %.0f s", time.monotonic() - self._unavailable_since)
-        self._unavailable_since = None
-        self._consecutive_unavailable = 0
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        log.info("classified %d report(s) with %s in %.0f ms", len(texts), info.model, elapsed_ms)
-        return results, dict(info.thresholds) or None
+            self._unavailable_since = None
+        if predictions:
+            self._consecutive_unavailable = 0
+        thresholds = await self._thresholds() if predictions else None
+        return predictions, thresholds, failures
 
-    def _note_unavailable(self, exc: InferenceUnavailable) -> Defer:
+    async def _classify_chunk(self, chunk: Sequence[ReportToClassify]) -> list[Prediction]:
+        async with self._window.slot(len(chunk)):
+            started = time.perf_counter()
+            try:
+                results = await self._classifier.classify([item.text for item in chunk])
+            except InferenceUnavailable:
+                self._window.shrink()
+                raise
+            self._window.grow()
+        if len(results) != len(chunk):
+            raise RuntimeError(f"classifier returned {len(results)} predictions for {len(chunk)} reports")
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.info("classified %d report(s) with %s in %.0f ms", len(chunk), results[0].model if results else "-",
+                 elapsed_ms)
+        return results
+
+    async def _thresholds(self) -> dict[str, float] | None:
+        try:
+            return dict((await self._classifier.model_info()).thresholds) or None
+        except InferenceUnavailable:
+            return None  # stored without them; the predictions themselves are complete
+
+    def _note_unavailable(self, exc: InferenceUnavailable, *, partial: bool = False) -> Defer:
+        """The deferral of reports Triton could not take: short when other chunks got through (it is busy,
+        not gone), else doubling while it stays unavailable."""
+        if partial:
+            return Defer(UNAVAILABLE_FIRST_SECONDS, "classifier busy: request deadline passed")
         self._consecutive_unavailable += 1
         seconds = min(UNAVAILABLE_MAX_SECONDS, UNAVAILABLE_FIRST_SECONDS * 2 ** (self._consecutive_unavailable - 1))
         if self._unavailable_since is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -99,6 +100,41 @@ async def test_while_triton_is_unavailable_reports_wait_and_nothing_is_guessed(s
         classifier.available = True
         await wait_for(lambda: states(services, CLASSIFY) == ["done"] * 3, timeout=20, what="classified after recovery")
     assert [row.report_id for row in prediction_rows(services)] == ids
+
+
+class BusyClassifier(FakeClassifier):
+    """Answers only while at most `capacity` reports are with it: beyond that a request waits in the server's
+    queue past its deadline, which the client reports as unavailable."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.in_flight = 0
+        self.answered: list[int] = []
+
+    async def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        self.in_flight += len(texts)
+        try:
+            await asyncio.sleep(0.01)
+            if self.in_flight > self.capacity:
+                self.refused += 1
+                raise InferenceUnavailable("deadline exceeded")
+            self.answered.append(len(texts))
+            return await super().classify(texts)
+        finally:
+            self.in_flight -= len(texts)
+
+
+async def test_a_slow_triton_gets_smaller_requests_and_what_it_answers_is_kept(services: Services) -> None:
+    classifier = BusyClassifier(capacity=20)
+    ids = [add_report(services.database, accession=f"A{i}") for i in range(64)]
+    enqueue_classify(services, ids)
+    async with running(services, handler(services, classifier, batch_size=64)):
+        await wait_for(lambda: states(services, CLASSIFY) == ["done"] * 64, timeout=60, what="all classified")
+    assert classifier.refused > 0  # the first 64 at once were too many
+    assert sum(classifier.answered) == 64 and max(classifier.answered) <= 16
+    assert sorted(row.report_id for row in prediction_rows(services)) == ids
+    assert all(row.attempts <= 1 for row in job_rows(services.database, CLASSIFY))
 
 
 def all_waiting(services: Services) -> bool:
