@@ -32,7 +32,7 @@ apt_install() {
 # libpython3.11: the Triton python backend stub links against it.
 runtime_packages=(libpython3.11 ca-certificates)
 "$python" -c "import venv, ensurepip" 2>/dev/null || runtime_packages+=(python3-venv)
-test_packages=(dcmtk orthanc postgresql chromium)
+test_packages=(dcmtk orthanc postgresql chromium systemd openssl)
 
 if [ "$mode" = test ]; then apt_install "${runtime_packages[@]}" "${test_packages[@]}"; else apt_install "${runtime_packages[@]}"; fi
 
