@@ -42,7 +42,14 @@ from sqlalchemy import Connection
 from daemon.audit import trail
 from daemon.audit.events import audit_classified
 from daemon.audit.redact import error_summary
-from daemon.backfill.sources import BackfillReport, NotAReport, Record, detect_format, read_records
+from daemon.backfill.sources import (
+    BackfillInputError,
+    BackfillReport,
+    NotAReport,
+    Record,
+    detect_format,
+    read_records,
+)
 from daemon.config import Config, LinkingConfig
 from daemon.hl7.parse import CORRECTED, FINAL, PRELIMINARY, ParseSettings
 from daemon.inference.prediction import Classifier, InferenceFailed, InferenceUnavailable, Prediction
@@ -437,6 +444,14 @@ def run_backfill(
     except BackfillStopped as exc:
         _audit_finished(database, identifiers, exc.counts, started, str(exc))
         raise
+    except Exception as exc:  # the file changed under us, the database went away, ...: what is stored stays
+        counts = runner.counts if runner is not None else BackfillCounts(total=total)
+        reason = str(exc) if isinstance(exc, BackfillInputError) else error_summary(exc)
+        log.error("backfill stopped: %s", reason)
+        _audit_finished(database, identifiers, counts, started, reason)
+        if isinstance(exc, (BackfillInputError, sa.exc.SQLAlchemyError)):
+            raise BackfillStopped(reason, counts) from exc
+        raise  # Triton could not be started or reached, ...: the command says so
     _audit_finished(database, identifiers, counts, started, None)
     log.info("backfill of %s finished: %d classified, %.1f reports/s", path, counts.classified, counts.throughput)
     return counts
@@ -453,13 +468,16 @@ def _audit_finished(
     database: Database, identifiers: dict[str, object], counts: BackfillCounts, started: float, stopped: str | None
 ) -> None:
     summary = {key: value for key, value in dataclasses.asdict(counts).items() if key not in ("seconds",)}
-    with database.begin() as connection:
-        trail.record(
-            connection,
-            AUDIT_FINISHED,
-            trail.FAILURE if stopped else trail.SUCCESS,
-            actor=SOURCE,
-            identifiers={**identifiers, **summary, "reports_per_second": round(counts.throughput, 2)},
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            detail=f"stopped: {stopped}; run again to resume" if stopped else None,
-        )
+    try:
+        with database.begin() as connection:
+            trail.record(
+                connection,
+                AUDIT_FINISHED,
+                trail.FAILURE if stopped else trail.SUCCESS,
+                actor=SOURCE,
+                identifiers={**identifiers, **summary, "reports_per_second": round(counts.throughput, 2)},
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                detail=f"stopped: {stopped}; run again to resume" if stopped else None,
+            )
+    except Exception as exc:  # the database may be what stopped the run
+        log.warning("the end of the backfill could not be audited: %s", error_summary(exc))

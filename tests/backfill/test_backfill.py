@@ -290,3 +290,19 @@ def test_summary_lines_name_every_count() -> None:
                             linked=4, unmatched=2, failed=0, writebacks_queued=4, seconds=2.0, model="m:1")
     text = "\n".join(counts.lines())
     assert "classified: 6 with m:1" in text and "3.0 reports/s" in text and "unmatched" in text
+
+
+def test_unreachable_triton_fails_with_exit_1_and_is_audited(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], database: Database
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    config_path = write_config(backfill_config(tmp_path, f"127.0.0.1:{closed}"), tmp_path)
+    source = write_jsonl(tmp_path / "r.jsonl", [{"id": "x1", "text": "report"}])
+    assert main(["backfill", str(source), "--config", str(config_path)]) == 1
+    assert f"127.0.0.1:{closed}" in capsys.readouterr().err
+    finished = [row for row in rows(database, audit_events) if row.kind == "backfill.finished"]
+    assert [row.outcome for row in finished] == ["failure"] and backfilled(database) == []
