@@ -58,6 +58,8 @@ class MllpDecoder:
         self._buffer = bytearray()
         self._in_frame = False
         self._frame_size = 0  # bytes of the current frame seen so far, kept or not
+        # Junk seen since the last frame (not a beginning of "MSH"): no <VT>-less frame until <VT> or <FS>.
+        self._junk = False
 
     @property
     def in_frame(self) -> bool:
@@ -105,36 +107,62 @@ class MllpDecoder:
         self._buffer.clear()
         self._in_frame = False
         self._frame_size = 0
+        self._junk = False
         return events
 
     def _between_frames(self, data: bytes, position: int, events: list[FrameEvent]) -> int:
-        """Consume bytes outside a frame; return where to continue (inside a frame if one started)."""
+        """Consume bytes outside a frame; return where to continue (inside a frame if one started).
+
+        <VT> starts a frame; so does "MSH" at the start of the bytes after a frame (a sender that omits
+        <VT>), but not after other junk; a stray <FS> ends the junk before it. Between frames the buffer
+        holds either a beginning of "MSH" (at most two bytes) or, once junk was seen, the junk to report.
+        The decision depends only on the bytes, never on how they were cut into reads.
+        """
         start = data.find(START_BLOCK, position)
         stray_end = start if start >= 0 else len(data)
-        held = bytes(self._buffer)
-        candidate = (held + data[position:stray_end]).lstrip(_INTER_FRAME_NOISE)
-        if candidate[:3].upper() == b"MSH":
-            # Some senders omit <VT>: bytes that begin with "MSH" start a frame.
-            skipped = len(held) + (stray_end - position) - len(candidate)
-            self._begin_frame()
-            if skipped >= len(held):
-                return position + skipped - len(held)
-            self._append(memoryview(held[skipped:]))
-            return position
-        if start >= 0:
-            if candidate:
-                events.append(Discarded(candidate, "bytes outside a frame"))
+        stray_fs = data.find(END_BLOCK, position, stray_end)
+        if stray_fs >= 0:
+            stray_end = stray_fs
+        region = data[position:stray_end]
+        if not self._junk:
+            held = bytes(self._buffer)  # "", "M" or "MS"
+            candidate = (held + region).lstrip(_INTER_FRAME_NOISE)
+            if candidate[:3].upper() == b"MSH":
+                # Some senders omit <VT>: bytes that begin with "MSH" start a frame.
+                skipped = len(held) + len(region) - len(candidate)
+                self._begin_frame()
+                if skipped >= len(held):
+                    return position + skipped - len(held)
+                self._append(memoryview(held[skipped:]))
+                return position
+            self._buffer[:] = candidate
+            self._junk = not b"MSH".startswith(candidate.upper())
+            if not self._junk and stray_end == len(data):
+                return len(data)  # noise, or a beginning of "MSH": wait for more
+        else:
+            self._buffer.extend(region)
+        if start >= 0 and stray_fs < 0:
+            self._report_junk(events)
             self._begin_frame()
             return start + 1
-        self._buffer.extend(data[position:])
+        if stray_fs >= 0:
+            self._report_junk(events)
+            return stray_fs + 1
         if len(self._buffer) > self._max_bytes:
             events.append(Discarded(bytes(self._buffer), "bytes outside a frame"))
             self._buffer.clear()
         return len(data)
 
+    def _report_junk(self, events: list[FrameEvent]) -> None:
+        if self._buffer:
+            events.append(Discarded(bytes(self._buffer), "bytes outside a frame"))
+        self._buffer.clear()
+        self._junk = False
+
     def _begin_frame(self) -> None:
         self._buffer.clear()
         self._in_frame = True
+        self._junk = False
         self._frame_size = 0
 
     def _append(self, chunk: memoryview) -> None:

@@ -82,3 +82,35 @@ def test_any_chunking_gives_the_same_frames(payloads: list[bytes], data: st.Data
     chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
     events = _feed_all(MllpDecoder(1000), chunks)
     assert events == [Frame(p) for p in payloads]
+
+
+def _frames(decoder: MllpDecoder, chunks: list[bytes]) -> list[object]:
+    events = _feed_all(decoder, chunks) + decoder.finish()
+    return [event for event in events if not isinstance(event, Discarded)]
+
+
+def test_junk_then_msh_is_junk_however_it_is_cut() -> None:
+    # Found by tests/reliability/atheris_targets.py: junk that overflowed the limit was dropped, and "MSH"
+    # at the start of the next read then began a frame; in one read the same bytes were all junk.
+    stream = b"\x00" * 7 + b"MS" + b"H|1" + b"\x1c"
+    assert _frames(MllpDecoder(4), [stream]) == _frames(MllpDecoder(4), [stream[:9], stream[9:]])
+    junk_then_msh = b"junk MSH|1\x1c\r"
+    assert _frames(MllpDecoder(4), [junk_then_msh]) == []
+    assert _frames(MllpDecoder(4), [junk_then_msh[:5], junk_then_msh[5:]]) == []
+
+
+def test_a_stray_fs_ends_the_junk_before_it() -> None:
+    assert _frames(MllpDecoder(100), [b"junk\x1c\rMSH|1\x1c\r"]) == [Frame(b"MSH|1")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(st.sampled_from([b"\x0b", b"\x1c", b"\r", b"MSH|", b"MS", b"\x00"]), st.binary(max_size=12)),
+             max_size=20).map(b"".join),
+    st.data(),
+)
+def test_any_bytes_cut_anywhere_give_the_same_frames(stream: bytes, data: st.DataObject) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    limit = data.draw(st.sampled_from([4, 16, 1000]))
+    assert _frames(MllpDecoder(limit), chunks) == _frames(MllpDecoder(limit), [stream])
