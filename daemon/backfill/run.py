@@ -7,8 +7,9 @@ batch goes through three steps:
 1. plan (database read): reports an earlier run already stored (source "backfill" and the same external
    id) are skipped as done; reports whose accession already has a report from HL7 intake are skipped
    (the live report is the record);
-2. classify through Triton; BATCHES_IN_FLIGHT batches are classified at once, each split into concurrent
-   requests by the client, so Triton is kept busy while earlier batches are written;
+2. classify through Triton, in requests of PART reports with PARTS_IN_FLIGHT requests in flight; the
+   next batch's requests go out while the previous batch is written (BATCHES_IN_FLIGHT), so Triton is
+   kept busy; a request Triton cannot answer is tried again alone (for about three minutes);
 3. store, in file order and in one transaction per batch: the report (a later report of the same
    accession supersedes an earlier backfilled one, as a correction does), its prediction, its audit
    rows, and its link to the studies already indexed (daemon/work/link_jobs.link_report: the same
@@ -66,6 +67,9 @@ ACTIVE = "active"
 SUPERSEDED = "superseded"
 DEFAULT_BATCH = 256
 BATCHES_IN_FLIGHT = 2
+# Reports per classifier call (one Triton request), and calls in flight at once.
+PART = 16
+PARTS_IN_FLIGHT = 4
 # While Triton cannot answer, a batch is tried again after these pauses; then the run stops (resumable).
 UNAVAILABLE_PAUSES = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0, 30.0)
 AUDIT_STARTED = "backfill.started"
@@ -151,6 +155,7 @@ class Backfill:
         self._pauses = tuple(pauses)
         self.counts = BackfillCounts()
         self._thresholds: dict[str, float] | None = None
+        self._requests = asyncio.Semaphore(PARTS_IN_FLIGHT)
 
     async def run(self, records: Iterable[Record], total: int) -> BackfillCounts:
         counts = self.counts
@@ -220,25 +225,27 @@ class Backfill:
     # --- 2. classify -------------------------------------------------------------------------------
 
     async def _classify(self, planned: _Planned) -> _Classified:
+        """The batch as parts of PART reports, PARTS_IN_FLIGHT at a time (across batches): few enough that no
+        request waits in Triton's queue past its deadline on a slow host, and a part that fails is tried
+        again alone, not the whole batch."""
         started = time.perf_counter()
-        texts = [record.text for record in planned.todo]
-        if not texts:
-            return _Classified(planned, (), 0.0)
-        predictions: list[Prediction | None]
-        try:
-            predictions = list(await self._while_available(lambda: self._classifier.classify(texts)))
-        except InferenceFailed:
-            # One report the model cannot take must not cost the others: classify them one by one.
-            predictions = list(await asyncio.gather(*(self._one(record) for record in planned.todo)))
-        return _Classified(planned, tuple(predictions), time.perf_counter() - started)
+        records = planned.todo
+        parts = [records[i : i + PART] for i in range(0, len(records), PART)]
+        results = await asyncio.gather(*(self._part(part) for part in parts))
+        predictions = tuple(prediction for part in results for prediction in part)
+        return _Classified(planned, predictions, time.perf_counter() - started)
 
-    async def _one(self, record: BackfillReport) -> Prediction | None:
+    async def _part(self, records: Sequence[BackfillReport]) -> list[Prediction | None]:
         try:
-            (prediction,) = await self._while_available(lambda: self._classifier.classify([record.text]))
-            return prediction
-        except InferenceFailed as exc:
-            log.warning("line %d, id %s: not classified: %s", record.line, record.external_id, error_summary(exc))
-            return None
+            async with self._requests:
+                return list(await self._while_available(lambda: self._classifier.classify([r.text for r in records])))
+        except InferenceFailed:
+            if len(records) == 1:
+                record = records[0]
+                log.warning("line %d, id %s: not classified", record.line, record.external_id)
+                return [None]
+        # One report the model cannot take must not cost the others: classify them one by one.
+        return [prediction for record in records for prediction in await self._part([record])]
 
     async def _while_available(self, call: Callable[[], object]) -> list[Prediction]:
         for pause in (*self._pauses, None):

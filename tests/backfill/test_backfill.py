@@ -306,3 +306,52 @@ def test_unreachable_triton_fails_with_exit_1_and_is_audited(
     assert f"127.0.0.1:{closed}" in capsys.readouterr().err
     finished = [row for row in rows(database, audit_events) if row.kind == "backfill.finished"]
     assert [row.outcome for row in finished] == ["failure"] and backfilled(database) == []
+
+
+class Flaky:
+    """The real Triton classifier, refusing its first calls as Triton does while it restarts."""
+
+    def __init__(self, inner: object, refusals: int) -> None:
+        self.inner = inner
+        self.refusals = refusals
+        self.calls = 0
+
+    async def classify(self, texts: list[str]) -> object:
+        from daemon.inference.prediction import InferenceUnavailable
+
+        self.calls += 1
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise InferenceUnavailable("Triton restarting")
+        return await self.inner.classify(texts)  # type: ignore[attr-defined]
+
+    async def model_info(self) -> object:
+        return await self.inner.model_info()  # type: ignore[attr-defined]
+
+    async def is_ready(self) -> bool:
+        return True
+
+
+def test_requests_refused_for_a_while_are_tried_again(tmp_path: Path, database: Database, triton: TritonPeer) -> None:
+    import asyncio
+
+    from daemon.backfill.run import PART, Backfill, hl7_settings
+    from daemon.backfill.sources import read_records
+    from daemon.inference.triton_client import TritonClassifier
+
+    config = backfill_config(tmp_path, triton.grpc_url)
+    source = write_jsonl(tmp_path / "r.jsonl", [{"id": f"f{i}", "text": f"report {i}"} for i in range(3 * PART)])
+
+    async def run() -> tuple[BackfillCounts, int]:
+        async with TritonClassifier(triton.grpc_url, "fake_report") as classifier:
+            flaky = Flaky(classifier, refusals=4)
+            backfill = Backfill(
+                database, config.linking, flaky, batch_size=2 * PART, pauses=(0.01,) * 5  # type: ignore[arg-type]
+            )
+            counts = await backfill.run(read_records(source, "jsonl", hl7_settings(config)), 3 * PART)
+            return counts, flaky.calls
+
+    counts, calls = asyncio.run(run())
+    assert (counts.classified, counts.failed) == (3 * PART, 0)
+    assert calls == 3 + 4  # three parts, four refusals tried again
+    assert sorted(row.external_id for row in backfilled(database)) == sorted(f"f{i}" for i in range(3 * PART))
