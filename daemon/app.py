@@ -20,8 +20,10 @@ from typing import Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry
 
+from daemon.audit.config_load import record_config_load
 from daemon.config import Config
 from daemon.inference.triton_server import with_concrete_ports
+from daemon.ops.metrics import StageMetrics
 from daemon.store.database import Database, open_database
 from daemon.store.migrate import ensure_at_head, upgrade_to_head
 from daemon.store.queue import recover_at_start
@@ -57,6 +59,12 @@ class Services:
     work_signal: WorkSignal
     instance_name: str
     registry: CollectorRegistry
+    # The per-stage Prometheus metrics on `registry` (daemon/ops/metrics.py); made from it when not given.
+    metrics: StageMetrics = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.metrics is None:
+            object.__setattr__(self, "metrics", StageMetrics.create(self.registry))
 
 
 ComponentFactory = Callable[[Services], Component | None]
@@ -92,6 +100,7 @@ def default_instance_name(config: Config) -> str:
 
 def component_factories() -> Sequence[ComponentFactory]:
     """Every component, in start order. Each factory returns None when its part is disabled."""
+    from daemon.audit.file_sink import build_audit_file
     from daemon.dicom.scp import build_dicom_listener
     from daemon.hl7.listener import build_hl7_listener
     from daemon.inference.component import build_triton_component
@@ -102,6 +111,7 @@ def component_factories() -> Sequence[ComponentFactory]:
     from daemon.work.scheduler import build_scheduler
 
     factories: list[ComponentFactory] = [
+        build_audit_file,
         # before the workers and stopped after them: their job leases stay fresh while they drain
         build_lease_keeper,
         # PostgreSQL: other instances' new jobs wake this one's workers
@@ -128,6 +138,7 @@ async def start_daemon(config: Config, factories: Sequence[ComponentFactory] | N
     else:
         await asyncio.to_thread(ensure_at_head, database)
     instance_name = default_instance_name(config)
+    await asyncio.to_thread(record_config_load, database, config, instance_name)
     recovered = await asyncio.to_thread(recover_at_start, database, instance_name)
     if recovered:
         log.info("recovered %d interrupted jobs", recovered)

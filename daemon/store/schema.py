@@ -138,6 +138,15 @@ reports = Table(
     Index("ix_reports_study_instance_uid", "study_instance_uid"),
     Index("ix_reports_patient_id", "patient_id"),
     Index("ix_reports_state", "state"),
+    # A backfilled report is stored once per external id (`neurolabel backfill` is idempotent and resumable).
+    Index(
+        "uq_reports_backfill_external_id",
+        "source",
+        "external_id",
+        unique=True,
+        sqlite_where=text("source = 'backfill'"),
+        postgresql_where=text("source = 'backfill'"),
+    ),
 )
 
 # --- DICOM intake -----------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from daemon.audit.events import audit_classified
 from daemon.inference.prediction import Classifier, InferenceUnavailable, Prediction
 from daemon.store import queue
 from daemon.store.database import Database
@@ -32,6 +33,7 @@ from daemon.work.wakeup import WorkSignal
 
 if TYPE_CHECKING:
     from daemon.app import Services
+    from daemon.ops.metrics import StageMetrics
 
 log = logging.getLogger("neurolabel.classify")
 
@@ -94,8 +96,11 @@ class ReportToClassify:
 class ClassifyWorker:
     """Batch handler of "classify" jobs over any Classifier (TritonClassifier in the daemon)."""
 
-    def __init__(self, database: Database, work_signal: WorkSignal, classifier: Classifier) -> None:
+    def __init__(
+        self, database: Database, work_signal: WorkSignal, classifier: Classifier, metrics: StageMetrics | None = None
+    ) -> None:
         self._database = database
+        self._metrics = metrics
         self._signal = work_signal
         self._classifier = classifier
         self._unavailable_since: float | None = None
@@ -123,11 +128,13 @@ class ClassifyWorker:
                 inactive.append(job)
             else:
                 todo.append(ReportToClassify(job, row.id, row.text))
+        started = time.perf_counter()
         predictions, thresholds, failures = await self._classify(todo) if todo else ({}, None, {})
         errors.update(failures)
         done = [item for item in todo if item.job.id in predictions]
         results = [predictions[item.job.id] for item in done]
-        await asyncio.to_thread(self._store, done, results, thresholds, inactive)
+        batch_ms = (time.perf_counter() - started) * 1000
+        await asyncio.to_thread(self._store, done, results, thresholds, inactive, batch_ms)
         if done:
             self._signal.notify(LINK)
         return errors
@@ -176,6 +183,11 @@ class ClassifyWorker:
         if len(results) != len(chunk):
             raise RuntimeError(f"classifier returned {len(results)} predictions for {len(chunk)} reports")
         elapsed_ms = (time.perf_counter() - started) * 1000
+        if self._metrics is not None:
+            self._metrics.classify_batch_size.observe(len(chunk))
+            self._metrics.triton_seconds.observe(elapsed_ms / 1000)
+            self._metrics.triton_ready.set(1)
+            self._metrics.reports_classified.inc(len(chunk))
         log.info("classified %d report(s) with %s in %.0f ms", len(chunk), results[0].model if results else "-",
                  elapsed_ms)
         return results
@@ -192,6 +204,9 @@ class ClassifyWorker:
         if partial:
             return Defer(UNAVAILABLE_FIRST_SECONDS, "classifier busy: request deadline passed")
         self._consecutive_unavailable += 1
+        if self._metrics is not None:
+            self._metrics.triton_unavailable.inc()
+            self._metrics.triton_ready.set(0)
         seconds = min(UNAVAILABLE_MAX_SECONDS, UNAVAILABLE_FIRST_SECONDS * 2 ** (self._consecutive_unavailable - 1))
         if self._unavailable_since is None:
             self._unavailable_since = time.monotonic()
@@ -213,13 +228,15 @@ class ClassifyWorker:
         results: Sequence[Prediction],
         thresholds: dict[str, float] | None,
         inactive: Sequence[Job],
+        batch_ms: float | None = None,
     ) -> None:
         if not todo and not inactive:
             return
         now = queue.utcnow()
         with self._database.begin() as connection:
             for item, prediction in zip(todo, results):
-                store_prediction(connection, item.report_id, prediction, thresholds, now)
+                prediction_id = store_prediction(connection, item.report_id, prediction, thresholds, now)
+                audit_classified(connection, item.report_id, prediction_id, prediction.model, len(todo), batch_ms)
                 queue.enqueue(connection, LINK, f"report:{item.report_id}", {"report_id": item.report_id})
                 queue.complete(connection, item.job)
             for job in inactive:
@@ -264,7 +281,7 @@ def build_classify_handler(services: Services) -> BatchHandler | None:
     batch_size = services.config.workers.classify_batch_size
     # One Triton server, or several (load spread) with TLS/header settings: daemon/inference/triton_remote.py
     classifier = connect_classifier(services.config)
-    worker = ClassifyWorker(services.database, services.work_signal, classifier)
+    worker = ClassifyWorker(services.database, services.work_signal, classifier, services.metrics)
     return BatchHandler(
         worker.run, batch_size=batch_size, close=classifier.close, max_in_flight=BATCHES_IN_FLIGHT
     )

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from prometheus_client import Counter, Histogram
 
+from daemon.audit import trail
+from daemon.audit.redact import error_summary
 from daemon.store import queue
 from daemon.store.queue import Job
 from daemon.store.schema import jobs as jobs_table
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("neurolabel.work")
 
+AUDIT_JOB_FAILURE = "job.failure"
 # Jobs enqueued by another instance sharing the database notify nobody here;
 # an idle runner looks at the queue this often anyway.
 IDLE_RECHECK_SECONDS = 60.0
@@ -58,7 +60,6 @@ class BatchHandler:
     # Batches of this kind in flight at once (0: as many as free slots). While they run, new jobs queue up
     # and the next claim takes them together, so batches grow with the load instead of hogging every slot.
     max_in_flight: int = 0
-
 
 
 class Defer(Exception):
@@ -103,16 +104,8 @@ class JobRunner:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._rotation = itertools.count()
-        self._jobs_total = Counter(
-            "neurolabel_jobs", "Jobs finished, by kind and outcome", ["kind", "outcome"], registry=services.registry
-        )
-        self._job_seconds = Histogram(
-            "neurolabel_job_seconds",
-            "Time to run one job (or one batch), by kind",
-            ["kind"],
-            registry=services.registry,
-            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        )
+        self._jobs_total = services.metrics.jobs_finished
+        self._job_seconds = services.metrics.job_seconds
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -295,7 +288,7 @@ class JobRunner:
             return Outcome("done")
         if isinstance(error, Defer):
             return Outcome("deferred", f"{error}")
-        text = _error_text(error)
+        text = error_summary(error)  # for the log: never a database error's parameters (report text)
         if isinstance(error, JobFailed) or job.attempts >= self._settings.max_attempts:
             return Outcome("failed", text)
         delay = queue.backoff_seconds(job.attempts, self._settings.retry_base_seconds, self._settings.retry_max_seconds)
@@ -322,13 +315,22 @@ class JobRunner:
                 elif isinstance(error, Defer):
                     queue.defer(connection, job, error.seconds)
                 else:
-                    queue.retry_later(
+                    retried = queue.retry_later(
                         connection,
                         job,
                         _error_text(error),
                         max_attempts=0 if isinstance(error, JobFailed) else settings.max_attempts,
                         base_seconds=settings.retry_base_seconds,
                         max_seconds=settings.retry_max_seconds,
+                    )
+                    trail.record(
+                        connection,
+                        AUDIT_JOB_FAILURE,
+                        trail.FAILURE,
+                        actor=self.worker_name,
+                        identifiers={"job_id": job.id, "kind": job.kind, "key": job.key, "attempt": job.attempts,
+                                     "retried": retried},
+                        detail=error_summary(error),
                     )
         for kind in {job.kind for job in jobs if isinstance(errors.get(job.id), Defer)}:
             # A deferred job is due later; make the claim loop recompute its wait.

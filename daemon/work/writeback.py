@@ -116,11 +116,15 @@ def writeback_handlers(services: Services) -> dict[str, Handler]:
     """{"writeback": ..., "forward": ...} for the JobRunner; each runs its blocking work in a thread."""
     locks = StudyLocks()
 
+    metrics = services.metrics
+
     async def handle_writeback(job: Job) -> None:
-        await asyncio.to_thread(run_writeback_job, services, job, locks)
+        with metrics.outcome(metrics.writebacks):
+            await asyncio.to_thread(run_writeback_job, services, job, locks)
 
     async def handle_forward(job: Job) -> None:
-        await asyncio.to_thread(run_forward_job, services, job)
+        with metrics.outcome(metrics.forwards, destination=str(job.payload.get("destination", "?"))):
+            await asyncio.to_thread(run_forward_job, services, job)
 
     return {WRITEBACK: handle_writeback, FORWARD: handle_forward}
 
