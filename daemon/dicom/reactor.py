@@ -55,7 +55,17 @@ IDLE_WAIT_SECONDS = 0.05
 _PDU_HEADER = struct.Struct(">BBL")
 _PDV_LENGTH = struct.Struct(">L")
 _P_DATA_TF = 0x04
+_A_ASSOCIATE_RQ = 0x01
+_PROTOCOL_VERSION = b"\x00\x01"
+# Idle, or transport connection open and awaiting A-ASSOCIATE-RQ (PS3.8 9.2)
+_AWAITING_REQUEST = ("Sta1", "Sta2")
 _KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
+# Attribute of an association naming the first protocol error its peer made (read by the SCP's audit).
+PROTOCOL_ERROR = "neurolabel_protocol_error"
+# Longest association request, release or abort PDU accepted (a real A-ASSOCIATE-RQ is a few kB).
+MAX_CONTROL_PDU_BYTES = 1 << 20
+# Longest P-DATA-TF when we announced no maximum length (max_pdu_bytes = 0).
+MAX_UNLIMITED_P_DATA_BYTES = 64 << 20
 _ACCEPTOR = "acceptor"
 
 
@@ -219,7 +229,13 @@ class EventDrivenDUL(DULServiceProvider):
             except queue.Empty:
                 idle = True
                 continue
-            self.state_machine.do_action(event)
+            try:
+                self.state_machine.do_action(event)
+            except Exception as exc:  # pynetdicom could not handle what the peer sent (e.g. a garbage command set)
+                # It has logged the error and stopped this upper layer already: abort the association.
+                self._note_protocol_error(f"cannot process {event} ({type(exc).__name__})")
+                self._abort_now()
+                return
             idle = False
 
     def _wait_for_activity(self) -> None:
@@ -252,12 +268,15 @@ class EventDrivenDUL(DULServiceProvider):
                 self.socket.send(abort.encode())
         finally:
             assoc = self.assoc
+            was_established = assoc.is_established
             assoc.is_aborted = True
             assoc.is_established = False
             assoc._kill = True
             self._kill_thread = True
             if isinstance(assoc, EventDrivenAssociation):
                 assoc.wake()
+            if was_established:
+                evt.trigger(assoc, evt.EVT_ABORTED, {})  # as pynetdicom's own Association.abort() does
 
     def _read_pdu_data(self) -> None:
         """Read one PDU; P-DATA-TF is decoded here without copies, other PDUs by pynetdicom."""
@@ -270,35 +289,64 @@ class EventDrivenDUL(DULServiceProvider):
                 return
             pdu_type, _, length = _PDU_HEADER.unpack(header)
             if pdu_type not in _KNOWN_PDU_TYPES:
-                log.warning("unknown PDU type 0x%02X received", pdu_type)
-                self.event_queue.put("Evt19")
+                self._protocol_error(f"unknown PDU type 0x{pdu_type:02X}")
+                return
+            if pdu_type != _A_ASSOCIATE_RQ and self.state_machine.current_state in _AWAITING_REQUEST:
+                # pynetdicom aborts this itself; noted so that it is audited
+                self._note_protocol_error(f"PDU of type 0x{pdu_type:02X} before an association request")
+            limit = self._largest_pdu(pdu_type)
+            if length > limit:
+                # Checked before reading: the body is read into a buffer of the announced length, and a
+                # 10-byte header announcing 4 GB must not make us allocate 4 GB (found by tests/reliability).
+                self._protocol_error(
+                    f"PDU of type 0x{pdu_type:02X} announces {length} bytes, more than the {limit} accepted"
+                )
                 return
             body = connection.recv(length)
         except (OSError, TimeoutError):
             self.event_queue.put("Evt17")
             return
         if len(body) != length:
-            log.error("connection closed inside a PDU (%d of %d bytes)", len(body), length)
+            self._note_protocol_error(f"connection closed inside a PDU ({len(body)} of {length} bytes)")
             self.event_queue.put("Evt17")
             return
         if pdu_type == _P_DATA_TF:
             try:
                 received: Any = _ReceivedPData(decode_p_data(body))
             except ValueError as exc:
-                log.error("invalid P-DATA-TF PDU: %s", exc)
-                self.event_queue.put("Evt19")
+                self._protocol_error(f"invalid P-DATA-TF PDU: {exc}")
                 return
             self._recv_pdu.put(received)
             self.event_queue.put("Evt10")
             return
+        if pdu_type == _A_ASSOCIATE_RQ and body[:2] != _PROTOCOL_VERSION:
+            # pynetdicom rejects this itself; noted so that it is audited
+            self._note_protocol_error(f"protocol version 0x{bytes(body[:2]).hex()} is not 0x0001")
         try:
             pdu, event = self._decode_pdu(header + body)
-        except Exception:
-            log.exception("cannot decode a received PDU")
-            self.event_queue.put("Evt19")
+        except Exception as exc:  # the message may quote what the peer sent: only its type is logged
+            self._protocol_error(f"cannot decode a PDU of type 0x{pdu_type:02X} ({type(exc).__name__})")
             return
         self._recv_pdu.put(pdu)
         self.event_queue.put(event)
+
+    def _protocol_error(self, reason: str) -> None:
+        """The peer broke the upper layer protocol: note why, and let the state machine abort (Evt19)."""
+        self._note_protocol_error(reason)
+        self.event_queue.put("Evt19")
+
+    def _note_protocol_error(self, reason: str) -> None:
+        address = self.assoc.requestor.address or "?"
+        log.warning("protocol error from %s: %s", address, reason)
+        if getattr(self.assoc, PROTOCOL_ERROR, None) is None:
+            setattr(self.assoc, PROTOCOL_ERROR, reason)  # audited when the connection closes (daemon/dicom/scp.py)
+
+    def _largest_pdu(self, pdu_type: int) -> int:
+        """The longest PDU body accepted: P-DATA-TF up to the Maximum Length we announced, others up to a bound
+        far above any real association request."""
+        if pdu_type != _P_DATA_TF:
+            return MAX_CONTROL_PDU_BYTES
+        return int(self.assoc.acceptor.maximum_length or 0) or MAX_UNLIMITED_P_DATA_BYTES
 
 
 def encode_c_store_response(

@@ -36,16 +36,19 @@ from daemon.dicom.committer import IndexCommitter, Outcome, StoreRequest
 from daemon.dicom.filemeta import FileMeta, encode_file_header
 from daemon.dicom.index import IndexRecord, MalformedDataset, index_record, read_header
 from daemon.dicom.index_store import IndexChanges, Receipt
-from daemon.dicom.reactor import acceptor_server_class
+from daemon.dicom.reactor import PROTOCOL_ERROR, acceptor_server_class
 from daemon.dicom.security import AssociationPolicy, decide, needs_host_names, peer_names, server_ssl_context
 from daemon.dicom.stability import StabilityTracker
 from daemon.dicom.storage import IncomingFile, OutOfSpace, Storage
+from daemon.dicom.structure import check_data_set
 from daemon.dicom.uids import instance_path
 from daemon.ops.metrics import StageMetrics
 
 log = logging.getLogger("neurolabel.dicom")
 
 AUDIT_ASSOCIATION = "dicom.association"
+# Set on an association once accepted, so that its protocol error is audited once, with its abort.
+_ACCEPTED = "neurolabel_accepted"
 AUDIT_INSTANCE = "dicom.instance"
 STUDY_KIND = "study"
 # How long an association thread waits for its instance's commit before answering a failure.
@@ -132,6 +135,7 @@ class StoreIntake:
             (evt.EVT_ABORTED, self.on_finished, ["aborted"]),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_CONN_CLOSE, self.on_closed),
         ]
 
     # --- association events (notification handlers: exceptions are logged by pynetdicom) ---
@@ -167,6 +171,7 @@ class StoreIntake:
         peer = assoc.requestor.address
         with self._lock:
             self._stats[id(assoc)] = _AssociationStats(calling, peer, time.perf_counter())
+        setattr(assoc, _ACCEPTED, True)
         self._metrics.dicom_associations.labels("accepted").inc()
         self._committer.audit(AuditEvent(AUDIT_ASSOCIATION, trail.SUCCESS, actor=f"{calling}@{peer}",
                                         detail="accepted"))
@@ -182,13 +187,25 @@ class StoreIntake:
                  stats.refused)
         if how == "aborted":
             self._committer.audit(AuditEvent(AUDIT_ASSOCIATION, trail.FAILURE, actor=f"{stats.calling_ae}@{stats.peer}",
-                                            detail=f"aborted after {stats.instances} instances",
+                                            detail=f"aborted after {stats.instances} instances"
+                                            + _reason(getattr(event.assoc, PROTOCOL_ERROR, None)),
                                             duration_ms=round(seconds * 1000, 1)))
         else:
             self._committer.audit(AuditEvent(AUDIT_ASSOCIATION, trail.SUCCESS, actor=f"{stats.calling_ae}@{stats.peer}",
                                             identifiers={"instances": stats.instances, "refused": stats.refused,
                                                          "studies": len(stats.studies)},
                                             detail="released", duration_ms=round(seconds * 1000, 1)))
+
+    def on_closed(self, event: Event) -> None:
+        """A connection whose peer broke the protocol (noted by daemon/dicom/reactor.py) is audited with the
+        reason, whether or not it got as far as an association (garbage, a PDU that lies about its length)."""
+        reason = getattr(event.assoc, PROTOCOL_ERROR, None)
+        if reason is None or getattr(event.assoc, _ACCEPTED, False):
+            return  # an accepted association's protocol error is audited with its abort (on_finished)
+        requestor = event.assoc.requestor
+        actor = f"{_ae(requestor.ae_title) or '?'}@{requestor.address or '?'}"
+        self._committer.audit(AuditEvent(AUDIT_ASSOCIATION, trail.FAILURE, actor=actor,
+                                         detail=f"protocol error: {reason}"))
 
     def on_echo(self, event: Event) -> int:
         return int(StoreStatus.SUCCESS)
@@ -212,6 +229,7 @@ class StoreIntake:
                     sop_instance_uid=sop_instance,
                     transfer_syntax_uid=transfer_syntax,
                 )
+                check_data_set(view, transfer_syntax)
             except MalformedDataset as exc:
                 return self._refuse(assoc, actor, sop_instance, StoreStatus.CANNOT_UNDERSTAND, str(exc), started)
             header = encode_file_header(FileMeta(
@@ -308,6 +326,10 @@ class StoreIntake:
             detail=f"{status.name}: {reason}", duration_ms=round(seconds * 1000, 3),
         ))
         return _status_dataset(status, reason)
+
+
+def _reason(protocol_error: str | None) -> str:
+    return f": protocol error: {protocol_error}" if protocol_error else ""
 
 
 def _status_dataset(status: StoreStatus, comment: str) -> Dataset:
