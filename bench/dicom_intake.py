@@ -6,10 +6,12 @@ Both receivers run as their own process on loopback and are fed by DCMTK's store
 `storescp --fork` writing each object to a file, and neurolabel's listener alone (`serve` below: the DICOM
 component of `neurolabel run`, with its SQLite index, fsyncs and audit rows). Each round starts both afresh
 on empty folders and sends the same objects to each, alternating which goes first; the figure is the
-median rate over rounds and the ratio neurolabel/storescp. Scenarios: one association, and `--parallel`
+median rate over rounds and the median over rounds of the ratio neurolabel/storescp of the two runs of
+a round. Scenarios: one association, and `--parallel`
 associations at once (the objects split between them), for ~0.5 MB MR objects (512x512x16 bit) and small
-objects (64x64x16 bit, ~9 KB). `--labelling-load` adds a run with the bundled Triton server classifying
-reports flat out beside the receiver (needs the `server` extra and a model in triton_models/).
+objects (64x64x16 bit, ~9 KB). `--labelling-load` adds neurolabel runs of the MR scenarios while another
+process keeps the bundled Triton server classifying reports flat out (what the daemon's classify workers do
+at full speed; needs the `server` extra and the model in triton_models/), and reports the drop in rate.
 A short fsync probe (median write+fsync of a 0.5 MB file in the storage folder) is reported for context:
 storescp does not fsync, neurolabel must before it answers.
 """
@@ -193,48 +195,97 @@ def fsync_probe(folder: Path, size: int = 512 * 1024, count: int = 30) -> float:
 RECEIVERS = {"storescp": storescp, "neurolabel": neurolabel}
 
 
-def run_scenario(scenario: Scenario, objects: int, rounds: int, work: Path) -> list[Result]:
+def objects_for(scenario: Scenario, objects: int, work: Path) -> list[Path]:
     source = work / f"objects-{scenario.pixels}-{scenario.associations}"
     if not source.exists():
         make_objects(source, objects, scenario.pixels, scenario.associations)
-    parts = sorted(source.iterdir())
+    return sorted(source.iterdir())
+
+
+def measure(name: str, parts: list[Path], objects: int, work: Path) -> float:
+    """Objects/s of one fresh receiver for one transfer."""
+    state = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
+    port = free_port()
+    try:
+        with RECEIVERS[name](state, port):
+            return objects / send(port, parts)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def run_scenario(scenario: Scenario, objects: int, rounds: int, work: Path) -> list[Result]:
+    """Both receivers, alternating which goes first in each round."""
+    parts = objects_for(scenario, objects, work)
     rates: dict[str, list[float]] = {name: [] for name in RECEIVERS}
     for number in range(rounds):
-        order = list(RECEIVERS) if number % 2 == 0 else list(reversed(RECEIVERS))
-        for name in order:
-            state = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
-            port = free_port()
-            with RECEIVERS[name](state, port):
-                seconds = send(port, parts)
-            rates[name].append(objects / seconds)
-            shutil.rmtree(state, ignore_errors=True)
-            print(f"  {scenario.name} round {number + 1} {name:10s} {objects / seconds:8.1f} objects/s", flush=True)
+        for name in list(RECEIVERS) if number % 2 == 0 else list(reversed(RECEIVERS)):
+            rates[name].append(measure(name, parts, objects, work))
+            print(f"  {scenario.name} round {number + 1} {name:10s} {rates[name][-1]:8.1f} objects/s", flush=True)
     return [Result(scenario.name, name, objects, values) for name, values in rates.items()]
 
 
-async def _labelling_load(stop: asyncio.Event) -> int:
-    """Classify synthetic reports through the bundled Triton until `stop`; returns how many."""
+def run_receiver(scenario: Scenario, name: str, objects: int, rounds: int, work: Path, suffix: str) -> list[Result]:
+    parts = objects_for(scenario, objects, work)
+    rates = []
+    for number in range(rounds):
+        rates.append(measure(name, parts, objects, work))
+        print(f"  {scenario.name}{suffix} round {number + 1} {name:10s} {rates[-1]:8.1f} objects/s", flush=True)
+    return [Result(scenario.name + suffix, name, objects, rates)]
+
+
+def labelling_load() -> None:
+    """Classify synthetic reports through the bundled Triton flat out until SIGTERM (bench child process).
+
+    Prints "ready" once Triton answers, then the reports/s it kept up when it stops.
+    """
     from bench.classifier_throughput import report_texts  # type: ignore[import-not-found]
     from daemon.config import parse_config
     from daemon.inference.triton_client import TritonClassifier
     from daemon.inference.triton_server import BundledTriton, grpc_url, with_concrete_ports
 
-    with tempfile.TemporaryDirectory(prefix="neurolabel-bench-triton-") as state:
-        config = with_concrete_ports(parse_config(
-            f'[daemon]\nstate_dir = "{state}"\n[triton]\nmodel_repository = "{REPO_ROOT / "triton_models"}"\n'
-            "http_port = 0\ngrpc_port = 0\nmetrics_port = 0\n"))
-        server = BundledTriton(config.triton, config.daemon.state_dir)
-        await server.start()
-        try:
-            client = TritonClassifier(grpc_url(config.triton), config.triton.model)
-            texts = report_texts(256)
-            done = 0
-            while not stop.is_set():
-                await client.classify(texts[:64])
-                done += 64
-            return done
-        finally:
-            await server.stop()
+    async def run() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        with tempfile.TemporaryDirectory(prefix="neurolabel-bench-triton-") as state:
+            config = with_concrete_ports(parse_config(
+                f'[daemon]\nstate_dir = "{state}"\n[triton]\nmodel_repository = "{REPO_ROOT / "triton_models"}"\n'
+                "http_port = 0\ngrpc_port = 0\nmetrics_port = 0\n"))
+            server = BundledTriton(config.triton, config.daemon.state_dir)
+            await server.start()
+            try:
+                async with TritonClassifier(grpc_url(config), config.triton.model, timeout_seconds=600) as client:
+                    texts = report_texts(256)
+                    await client.classify(texts[:16])
+                    print("ready", flush=True)
+                    done, started = 0, time.perf_counter()
+                    while not stop.is_set():
+                        await client.classify(texts[:64])
+                        done += 64
+                    print(f"{done / (time.perf_counter() - started):.1f} reports/s", flush=True)
+            finally:
+                await server.stop(time.monotonic() + 30)
+
+    asyncio.run(run())
+
+
+@contextmanager
+def labelling(enabled: bool) -> Iterator[list[str]]:
+    """While enabled: a process labelling reports flat out beside the receivers. Yields its final output lines."""
+    lines: list[str] = []
+    if not enabled:
+        yield lines
+        return
+    process = subprocess.Popen([sys.executable, __file__, "labelling-load"], cwd=REPO_ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != "ready":
+        raise RuntimeError("the labelling load did not start (bundled Triton and a model needed)")
+    try:
+        yield lines
+    finally:
+        process.send_signal(signal.SIGTERM)
+        lines.extend(process.stdout.read().splitlines())
+        process.wait(60)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -245,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--small", action=argparse.BooleanOptionalAction, default=True, help="also small objects")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--work", type=Path, help="folder for objects and receivers' state (default: a temp dir)")
+    parser.add_argument("--labelling-load", action="store_true",
+                        help="also measure neurolabel while the bundled Triton classifies reports flat out")
     args = parser.parse_args(argv)
 
     scenarios = [Scenario("mr-0.5MB-1assoc", 512, 1), Scenario(f"mr-0.5MB-{args.parallel}assoc", 512, args.parallel)]
@@ -259,18 +312,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     results: list[Result] = []
     for scenario in scenarios:
         results += run_scenario(scenario, args.objects, args.rounds, work)
+    loaded: list[Result] = []
+    if args.labelling_load:
+        with labelling(True) as output:
+            for scenario in scenarios[:2]:
+                loaded += run_receiver(scenario, "neurolabel", args.objects, args.rounds, work, "+labelling")
+        print(f"  labelling load: {' '.join(output)}")
     summary = []
     for scenario in scenarios:
         by_receiver = {result.receiver: result for result in results if result.scenario == scenario.name}
-        ratio = by_receiver["neurolabel"].median / by_receiver["storescp"].median
-        summary.append({"scenario": scenario.name, "storescp": round(by_receiver["storescp"].median, 1),
-                        "neurolabel": round(by_receiver["neurolabel"].median, 1), "ratio": round(ratio, 3)})
-    print("\n| scenario | storescp objects/s | neurolabel objects/s | ratio |\n|---|---|---|---|")
+        ours, theirs = by_receiver["neurolabel"].rates, by_receiver["storescp"].rates
+        # The ratio of each round's adjacent runs: slow drifts of a shared machine cancel out.
+        paired = statistics.median(mine / other for mine, other in zip(ours, theirs))
+        summary.append({"scenario": scenario.name, "storescp": round(statistics.median(theirs), 1),
+                        "neurolabel": round(statistics.median(ours), 1), "ratio": round(paired, 3),
+                        "ratio_range": [round(min(m / o for m, o in zip(ours, theirs)), 3),
+                                        round(max(m / o for m, o in zip(ours, theirs)), 3)]})
+    print("\n| scenario | storescp objects/s | neurolabel objects/s | ratio (median of rounds) | range |")
+    print("|---|---|---|---|---|")
     for row in summary:
-        print(f"| {row['scenario']} | {row['storescp']} | {row['neurolabel']} | {row['ratio']:.0%} |")
+        low, high = row["ratio_range"]
+        print(f"| {row['scenario']} | {row['storescp']} | {row['neurolabel']} | {row['ratio']:.0%} | "
+              f"{low:.0%}-{high:.0%} |")
+    for result in loaded:
+        idle = next(r for r in results if r.scenario == result.scenario.removesuffix("+labelling")
+                    and r.receiver == "neurolabel")
+        drop = 1 - result.median / idle.median
+        summary.append({"scenario": result.scenario, "neurolabel": round(result.median, 1), "drop": round(drop, 3)})
+        print(f"| {result.scenario} | | {result.median:.1f} | drop {drop:.0%} |")
     if args.json:
         args.json.write_text(json.dumps({"fsync_ms": probe, "summary": summary,
-                                         "results": [asdict(result) for result in results]}, indent=2))
+                                         "results": [asdict(result) for result in [*results, *loaded]]}, indent=2))
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -278,5 +350,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "serve":
         serve(sys.argv[2])
+    elif len(sys.argv) > 1 and sys.argv[1] == "labelling-load":
+        labelling_load()
     else:
         main()

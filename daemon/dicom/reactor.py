@@ -31,6 +31,8 @@ import logging
 import os
 import queue
 import select
+import socket
+import ssl
 import struct
 import threading
 import time
@@ -481,8 +483,21 @@ class EventDrivenRequestHandler(RequestHandler):
     """Creates our association classes for each connection; shares the server's contexts instead of copying them.
 
     Negotiation only reads the acceptor's supported contexts (it builds new
-    result contexts), so one list serves every association.
+    result contexts), so one list serves every association. A TLS handshake
+    happens here, in the connection's own thread (see EventDrivenServer).
     """
+
+    def handle(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            try:
+                self.request.settimeout(self.ae.acse_timeout)
+                self.request.do_handshake()
+                self.request.settimeout(None)
+            except (OSError, ValueError) as exc:
+                log.warning("TLS handshake with %s failed: %s", self.client_address[0], exc)
+                self.server.shutdown_request(self.request)
+                return
+        super().handle()
 
     def _create_association(self) -> Association:
         assoc = EventDrivenAssociation(self.ae, _ACCEPTOR)
@@ -520,6 +535,15 @@ class EventDrivenServer(ThreadedAssociationServer):
         for event, handler in _PER_MESSAGE_LOGGERS:
             if handler in [bound for bound, _ in self.get_handlers(event)]:  # type: ignore[misc]
                 self.unbind(event, handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept; with TLS, wrap without the handshake, which the connection's thread does (a slow or silent
+        client must not stall the accept loop, where pynetdicom would do it)."""
+        assert self.socket is not None
+        connection, address = self.socket.accept()
+        if self.ssl_context:
+            connection = self.ssl_context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return connection, address
 
 
 _PER_MESSAGE_LOGGERS = (

@@ -116,5 +116,8 @@ def server_ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
     context.load_cert_chain(certfile=tls.cert, keyfile=tls.key)
     if tls.ca:
         context.load_verify_locations(cafile=tls.ca)
-    context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_NONE
+    if tls.require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+    else:  # a client certificate, when one is presented, is verified against `ca`
+        context.verify_mode = ssl.CERT_OPTIONAL if tls.ca else ssl.CERT_NONE
     return context
