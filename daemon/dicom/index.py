@@ -163,14 +163,14 @@ def index_record(
     try:
         sop_class = validate_uid(sop_class_uid, "Affected SOP Class UID")
         sop_instance = validate_uid(sop_instance_uid, "Affected SOP Instance UID")
-        study_uid = validate_uid(_text(header, "StudyInstanceUID"), "Study Instance UID")
-        series_uid = validate_uid(_text(header, "SeriesInstanceUID"), "Series Instance UID")
+        study_uid = validate_uid(_uid(header, "StudyInstanceUID"), "Study Instance UID")
+        series_uid = validate_uid(_uid(header, "SeriesInstanceUID"), "Series Instance UID")
     except InvalidUid as exc:
         raise MalformedDataset(str(exc)) from None
-    in_dataset = _text(header, "SOPInstanceUID")
+    in_dataset = _uid(header, "SOPInstanceUID")
     if in_dataset is not None and in_dataset != sop_instance:
         raise MalformedDataset("SOP Instance UID of the data set differs from the C-STORE request's")
-    class_in_dataset = _text(header, "SOPClassUID")
+    class_in_dataset = _uid(header, "SOPClassUID")
     if class_in_dataset is not None and class_in_dataset != sop_class:
         raise MalformedDataset("SOP Class UID of the data set differs from the C-STORE request's")
     return IndexRecord(
@@ -211,6 +211,17 @@ def _text(header: Header, keyword: str) -> str | None:
     delimiters = _PN_DELIMITERS if keyword in _PERSON_NAMES else _DELIMITERS
     text = decode_bytes(raw, list(header.encodings), delimiters).split("\\", 1)[0].strip(" \x00")
     return text or None
+
+
+def _uid(header: Header, keyword: str) -> str | None:
+    """A UID attribute's whole value (VM is 1: "1.2\\..\\x" must fail validation, not pass as "1.2"); None if empty.
+
+    Found by tests/reliability/test_access.py: a multi-valued SOP Instance UID was stored under its first value.
+    """
+    raw = header.values.get(_TAGS[keyword])
+    if not raw:
+        return None
+    return raw.decode("ascii", "replace").strip(" \x00") or None
 
 
 def _encodings(raw: bytes | None) -> list[str]:

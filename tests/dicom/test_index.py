@@ -92,6 +92,9 @@ def test_records_from_pydicom_test_files(name: str) -> None:
         ({"SeriesInstanceUID": "../../x"}, "Series Instance UID"),
         ({"StudyInstanceUID": None}, "Study Instance UID"),
         ({"SOPInstanceUID": "1.2.3.4"}, "differs from the C-STORE request"),
+        # Multi-valued UIDs (VM is 1) were read by their first value (found by tests/reliability/test_access.py)
+        ({"StudyInstanceUID": "1.2\\..\\..\\x"}, "Study Instance UID"),
+        ({"SeriesInstanceUID": "1.2.3\\1.2.4"}, "Series Instance UID"),
     ],
 )
 def test_invalid_identifiers_are_malformed(change: dict[str, str | None], reason: str) -> None:
@@ -104,6 +107,14 @@ def test_invalid_identifiers_are_malformed(change: dict[str, str | None], reason
             setattr(dataset, keyword, value)
     with pytest.raises(MalformedDataset, match=reason):
         record_of(encode(dataset), ExplicitVRLittleEndian, MRImageStorage, sop)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+def test_a_multi_valued_sop_instance_uid_is_malformed() -> None:
+    dataset = mr_dataset()
+    dataset.SOPInstanceUID = "1.2\\..\\..\\x"
+    with pytest.raises(MalformedDataset, match="differs from the C-STORE request"):
+        record_of(encode(dataset), ExplicitVRLittleEndian, MRImageStorage, "1.2")
 
 
 def test_invalid_request_uids_are_malformed() -> None:
