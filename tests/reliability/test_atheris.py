@@ -22,7 +22,7 @@ from tests.reliability.conftest import Figures, scaled
 
 pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris)")
 
-RUNS = {"parse": scaled(8_000, 300_000), "mllp": scaled(20_000, 500_000)}
+RUNS = {"parse": scaled(15_000, 300_000), "mllp": scaled(40_000, 500_000)}
 MAX_SECONDS = scaled(60, 1200)
 
 

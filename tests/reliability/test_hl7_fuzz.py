@@ -36,10 +36,10 @@ from daemon.store.schema import reports
 from tests.hl7.messages import ERROR_CASES, VENDOR_CASES
 from tests.reliability.conftest import Figures, scaled
 
-FRAMING_CASES = scaled(1500, 40_000)
-GRAMMAR_CASES = scaled(1500, 40_000)
-MUTATION_CASES = scaled(1000, 25_000)
-RAW_CASES = scaled(500, 5_000)
+FRAMING_CASES = scaled(1000, 40_000)
+GRAMMAR_CASES = scaled(1000, 40_000)
+MUTATION_CASES = scaled(700, 25_000)
+RAW_CASES = scaled(300, 5_000)
 INTAKE_CASES = scaled(150, 2_500)  # per database backend; each one a commit
 
 SETTINGS = ParseSettings()
