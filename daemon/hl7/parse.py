@@ -745,13 +745,14 @@ def parse_timestamp(value: str) -> dt.datetime | None:
             int(second or 0),
             int((fraction or "0").ljust(6, "0")[:6]),
         )
-    except ValueError:
+        if offset:
+            sign = 1 if offset[0] == "+" else -1
+            delta = dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
+            return moment.replace(tzinfo=dt.timezone(sign * delta))
+        # In the conversion too: year 1 in local time may fall before year 1 in UTC (found by atheris).
+        return moment.astimezone()
+    except (ValueError, OverflowError):
         return None
-    if offset:
-        sign = 1 if offset[0] == "+" else -1
-        delta = dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
-        return moment.replace(tzinfo=dt.timezone(sign * delta))
-    return moment.astimezone()
 
 
 def _component(value: str, separator: str, index: int = 1) -> str:

@@ -117,10 +117,19 @@ def test_content_hash_ignores_the_header() -> None:
         ("", None),
         ("yesterday", None),
         ("20241340", None),
+        ("00010101000000+2359", dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=23, minutes=59)))),
     ],
 )
 def test_timestamps(text: str, expected: dt.datetime | None) -> None:
     assert parse_timestamp(text) == expected
+
+
+def test_a_timestamp_at_the_edge_of_the_calendar_is_read_or_ignored() -> None:
+    # "0001" raised "year 0 is out of range" converting to local time (found by tests/reliability/atheris_targets.py)
+    for text in ("0001", "00010101", "9999123123595999"):
+        moment = parse_timestamp(text)
+        assert moment is None or moment.tzinfo is not None
+
 
 
 def test_segments_tolerate_separators_and_continuation_lines() -> None:
