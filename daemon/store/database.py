@@ -46,7 +46,9 @@ class Database:
 def open_database(url: str, *, echo: bool = False) -> Database:
     """Create the engine; for SQLite create the folder and make commits durable (WAL, synchronous=FULL)."""
     parsed = make_url(url)
-    options: dict[str, Any] = {"echo": echo, "future": True}
+    # hide_parameters: a database error's text (logged with its traceback by several components) would
+    # otherwise carry the statement's values - report text, patient names and ids.
+    options: dict[str, Any] = {"echo": echo, "future": True, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

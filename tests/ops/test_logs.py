@@ -31,3 +31,32 @@ def test_text_format_and_level(capsys: pytest.CaptureFixture[str]) -> None:
 def test_pynetdicom_debug_is_silenced() -> None:
     configure_logging("DEBUG", "text")
     assert not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_database_errors_are_logged_without_their_text(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Found by tests/reliability: a failed index commit was logged with its traceback, whose text can carry
+    # the statement's values (patient names and ids; PostgreSQL's DETAIL quotes duplicate key values).
+    import sqlalchemy as sa
+
+    configure_logging("INFO", fmt)
+    engine = sa.create_engine("sqlite://")
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE t (name TEXT UNIQUE)")
+            connection.exec_driver_sql("INSERT INTO t VALUES (?)", ("DOE^SECRETNAME",))
+            connection.exec_driver_sql("INSERT INTO t VALUES (?)", ("DOE^SECRETNAME",))
+    except sa.exc.IntegrityError:
+        logging.getLogger("neurolabel.dicom.index").exception("index commit failed")
+    err = capsys.readouterr().err
+    assert "SECRETNAME" not in err and "Traceback" not in err
+    assert "index commit failed [IntegrityError (IntegrityError) at" in err
+
+
+def test_other_errors_keep_their_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "text")
+    try:
+        raise ValueError("a bug")
+    except ValueError:
+        logging.getLogger("neurolabel.work").exception("handler failed")
+    assert "Traceback" in capsys.readouterr().err
