@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import platform
 import shutil
@@ -25,7 +26,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
-from daemon.config import parse_config  # noqa: E402
+from daemon.config import Config  # noqa: E402
 from daemon.inference.metadata import ModelMetadata, latest_version_dir  # noqa: E402
 from daemon.inference.triton_client import TritonClassifier  # noqa: E402
 from daemon.inference.triton_server import BundledTriton, grpc_url, with_concrete_ports  # noqa: E402
@@ -53,11 +54,14 @@ def prepare_repository(target: Path, version_dir: Path, weights_dir: Path, kind:
 
 async def triton_rate(texts: list[str], repository: Path, batch_size: int, in_flight: int) -> tuple[dict, list]:
     with tempfile.TemporaryDirectory(prefix="neurolabel-gpu-") as state:
+        # Built directly (not parsed): the GPU host needs only the inference part of the package.
+        base = Config()
+        triton = dataclasses.replace(
+            base.triton, model_repository=repository, model=MODEL, http_port=0, grpc_port=0, metrics_port=0,
+            startup_timeout_seconds=300.0,
+        )
         config = with_concrete_ports(
-            parse_config(
-                f'[daemon]\nstate_dir = "{state}"\n[triton]\nmodel_repository = "{repository}"\nmodel = "{MODEL}"\n'
-                "http_port = 0\ngrpc_port = 0\nmetrics_port = 0\nstartup_timeout_seconds = 300.0\n"
-            )
+            dataclasses.replace(base, daemon=dataclasses.replace(base.daemon, state_dir=Path(state)), triton=triton)
         )
         server = BundledTriton(config.triton, config.daemon.state_dir)
         try:
@@ -140,11 +144,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="reports per Triton request")
     parser.add_argument("--in-flight", type=int, default=32, help="concurrent Triton requests")
     parser.add_argument("--repository", type=Path, default=REPO_ROOT / "triton_models")
+    parser.add_argument("--version-dir", type=Path, help="model version folder (metadata.json, tokenizer.json); default: the shipped one")
     parser.add_argument("--save-predictions", type=Path, help="write the first --agreement-reports predictions here")
     parser.add_argument("--kind", default="KIND_GPU", help="instance kind (KIND_CPU for a smoke test without a GPU)")
     args = parser.parse_args()
 
-    version_dir = latest_version_dir(args.repository / "neurolabel_report")
+    version_dir = args.version_dir or latest_version_dir(args.repository / "neurolabel_report")
     metadata = ModelMetadata.load(version_dir)
     distinct = [report.text for report in generate_corpus(20_000, BENCH_SEED)]
     texts = [distinct[i % len(distinct)] for i in range(args.reports)]

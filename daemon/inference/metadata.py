@@ -41,8 +41,13 @@ class ModelMetadata:
     onnx_files: dict[str, str]  # variant ("cpu", "gpu") -> file name in the version folder
     encoder: str
     training: dict[str, Any] = field(default_factory=dict)
+    # Weight of the rule-based labeller's scores (daemon.evaluation.baseline) in the served probability:
+    # p = (1 - w) * transformer + w * rules. 0 serves the transformer alone.
+    rules_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.rules_weight <= 1.0:
+            raise ValueError(f"rules_weight must be within 0..1, got {self.rules_weight}")
         if tuple(self.labels) != LABEL_KEYS:
             raise ValueError(f"model labels {list(self.labels)} differ from {list(LABEL_KEYS)}")
         thresholds_in_order(self.thresholds, self.labels)
@@ -66,6 +71,7 @@ class ModelMetadata:
             "window": {"max_tokens": self.window.max_tokens, "overlap": self.window.overlap},
             "onnx_files": dict(self.onnx_files),
             "encoder": self.encoder,
+            "rules_weight": self.rules_weight,
             "training": dict(self.training),
         }
 
@@ -82,6 +88,7 @@ class ModelMetadata:
             window=WindowSpec(max_tokens=int(window["max_tokens"]), overlap=int(window["overlap"])),
             onnx_files={str(k): str(v) for k, v in data["onnx_files"].items()},
             encoder=str(data["encoder"]),
+            rules_weight=float(data.get("rules_weight", 0.0)),
             training=dict(data.get("training", {})),
         )
 

@@ -92,5 +92,16 @@ class OnnxReportModel:
         if not texts:
             n = len(self.metadata.labels)
             return np.zeros((0, n), dtype=np.float32), np.zeros((0, n), dtype=np.int8)
-        probabilities = sigmoid(self.logits(texts)).astype(np.float32)
+        probabilities = self.probabilities(texts)
         return probabilities, apply_thresholds(probabilities, self._thresholds)
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """The served probabilities: the transformer's, blended with the rule-based labeller's by rules_weight."""
+        probabilities = sigmoid(self.logits(texts))
+        weight = self.metadata.rules_weight
+        if weight:
+            from daemon.evaluation.baseline import score_report
+
+            rules = np.asarray([[scores[key] for key in self.metadata.labels] for scores in map(score_report, texts)])
+            probabilities = (1.0 - weight) * probabilities + weight * rules
+        return probabilities.astype(np.float32)
