@@ -83,6 +83,8 @@ class Daemon:
 
     services: Services
     components: list[Component] = field(default_factory=list)
+    # True once every component has started (and until stopping begins): readiness needs it.
+    accepting: bool = False
 
     def health(self) -> dict[str, Health]:
         return {component.name: component.health() for component in self.components}
@@ -164,11 +166,13 @@ async def start_daemon(config: Config, factories: Sequence[ComponentFactory] | N
     except BaseException:
         await stop_daemon(daemon, drain_seconds=config.daemon.drain_seconds)
         raise
+    daemon.accepting = True
     return daemon
 
 
 async def stop_daemon(daemon: Daemon, drain_seconds: float) -> None:
     """Stop components in reverse order; each gets what is left of the drain deadline."""
+    daemon.accepting = False
     deadline = time.monotonic() + drain_seconds
     while daemon.components:
         component = daemon.components.pop()

@@ -86,9 +86,12 @@ class HttpEndpoint:
             queue, database_up = {}, False
         details = {name: {"up": h.up, "detail": h.detail} for name, h in components.items()}
         details["database"] = {"up": database_up, "detail": self._services.database.dialect}
+        started = self._daemon is not None and self._daemon.accepting
+        if not started:
+            details["startup"] = {"up": False, "detail": "components still starting or stopping"}
         return {
             "instance": self._services.instance_name,
-            "ready": all(item["up"] for item in details.values()),
+            "ready": started and all(item["up"] for item in details.values()),
             "components": details,
             "queue": queue,
         }
