@@ -82,13 +82,16 @@ class WindowModel(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.encode(input_ids, attention_mask), pool_mask)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token states [windows, tokens, hidden]."""
         # Keyword arguments: transformers 5 BertModel rejects these positionally under ONNX export.
-        hidden = self.encoder(
+        return self.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
             token_type_ids=torch.zeros_like(input_ids),
         ).last_hidden_state
-        return self.head(hidden, pool_mask)
 
 
 def combine_windows(

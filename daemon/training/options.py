@@ -21,9 +21,11 @@ class TrainOptions:
     corpus_seed: int = DEFAULT_SEED
     add_synthetic: int = 0  # generated reports added to `data` (fine-tuning on a hospital's own reports)
     seed: int = 13
-    epochs: int = 3
-    learning_rate: float = 5e-5
-    head_learning_rate: float = 1e-3
+    probe_epochs: int = 20  # head-only epochs on cached encoder states before fine-tuning (0: none)
+    probe_learning_rate: float = 5e-3
+    epochs: int = 2  # fine-tuning epochs of the whole model
+    learning_rate: float = 1e-4
+    head_learning_rate: float = 2e-4
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
     batch_tokens: int = 4096  # padded tokens per optimisation step
@@ -41,6 +43,7 @@ class TrainOptions:
     version: str = "1"
     release: str = ""
     work_dir: Path = Path("var/training")
+    from_checkpoint: Path | None = None  # export these torch weights instead of training
 
 
 _HELP = {
@@ -49,6 +52,8 @@ _HELP = {
     "corpus_seed": "generator seed",
     "add_synthetic": "also train on this many generated reports (with --data: fine-tune on your own reports)",
     "seed": "seed of the split, initialisation, batching and augmentation",
+    "probe_epochs": "epochs training only the head on cached encoder states, before fine-tuning everything",
+    "epochs": "epochs fine-tuning the whole model (after the head-only epochs)",
     "batch_tokens": "padded tokens per optimisation step",
     "encoder_layers": "use the first N layers of the pretrained encoder",
     "max_tokens": "tokens per window, [CLS] and [SEP] included",
@@ -59,7 +64,8 @@ _HELP = {
     "repository": "Triton model repository to write the model into",
     "version": "model version folder",
     "release": "release name stored with the model (default: today's date)",
-    "work_dir": "folder for the torch checkpoint",
+    "work_dir": "folder for the torch checkpoint (model.pt)",
+    "from_checkpoint": "skip training: export this model.pt (same options as when it was trained)",
 }
 
 
