@@ -429,7 +429,7 @@ def run_training(options: TrainOptions, command: str = "") -> TrainResult:
             "reference_prevalence": dict(
                 zip(LABEL_KEYS, np.asarray([r.labels for r in train], dtype=float).mean(axis=0).round(4).tolist())
             ),
-            "best_validation_loss": round(best_loss, 5),
+            "best_validation_loss": round(best_loss, 5) if math.isfinite(best_loss) else None,
             "seconds": round(seconds),
             "command": command,
             "options": {k: str(v) for k, v in asdict(options).items()},
