@@ -160,7 +160,8 @@ def expect_metrics(text: str) -> None:
     assert value("neurolabel_dicom_store_seconds") == 4
     assert value("neurolabel_dicom_associations", outcome="accepted") == 2
     assert value("neurolabel_jobs_finished", kind="classify", outcome="done") == 2
-    assert value("neurolabel_job_seconds", kind="link") >= 2
+    # Link jobs run in batches, timed once a batch: both reports' links may share one.
+    assert value("neurolabel_job_seconds", kind="link") >= 1
     assert value("neurolabel_classify_batch_size") >= 1 and value("neurolabel_triton_seconds") >= 1
     assert value("neurolabel_reports_classified") == 2
     assert value("neurolabel_triton_ready") == 1
