@@ -374,8 +374,10 @@ class Load:
     def submit(self, case: Case) -> None:
         """Queue the case's report and study on the least busy senders (in turn)."""
         self._turn += 1
-        min(self.hl7, key=lambda w: (w.work.qsize(), (self._turn + self.hl7.index(w)) % len(self.hl7))).work.put(case)
-        min(self.dicom, key=lambda w: (w.work.qsize(), (self._turn + self.dicom.index(w)) % len(self.dicom))).work.put(case)
+        for pool in (self.hl7, self.dicom):
+            turn = self._turn
+            ranked = sorted(enumerate(pool), key=lambda item: (item[1].work.qsize(), (turn + item[0]) % len(pool)))
+            ranked[0][1].work.put(case)
 
     def backlog(self) -> int:
         return sum(worker.work.qsize() + (0 if worker.idle.is_set() else 1) for worker in self.workers)
@@ -408,3 +410,22 @@ class Load:
 def write_json(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+class Producer(threading.Thread):
+    """Feeds new cases to a Load until stopped: `per_second` of them, or enough to keep `backlog` in hand."""
+
+    def __init__(self, load: Load, cases: Cases, *, per_second: float | None = None, backlog: int = 8) -> None:
+        super().__init__(name="producer", daemon=True)
+        self.load, self.cases, self.per_second, self.backlog = load, cases, per_second, backlog
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = 1.0 / self.per_second if self.per_second else 0.02
+        while not self.stopped.wait(interval):
+            if self.per_second or self.load.backlog() < self.backlog:
+                self.load.submit(self.cases.next())
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()

@@ -9,7 +9,6 @@ written back exactly once: no lost report, no duplicate report, labels row or SR
 from __future__ import annotations
 
 import random
-import threading
 import time
 
 import pytest
@@ -17,7 +16,7 @@ import sqlalchemy as sa
 
 from daemon.store.schema import jobs
 from tests.reliability.conftest import DaemonFactory, Figures, scaled
-from tests.reliability.load import Cases, Load
+from tests.reliability.load import Cases, Load, Producer
 from tests.reliability.triton_service import TritonService
 from tests.reliability.verify import settle, verify
 
@@ -25,26 +24,6 @@ pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
 CYCLES = scaled(3, 12)
 SEED = 20261126
-
-
-class Producer(threading.Thread):
-    """Keeps about `backlog` cases queued on the senders until stopped."""
-
-    def __init__(self, load: Load, cases: Cases, backlog: int) -> None:
-        super().__init__(name="producer", daemon=True)
-        self.load, self.cases, self.backlog = load, cases, backlog
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            if self.load.backlog() < self.backlog:
-                self.load.submit(self.cases.next())
-            else:
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join()
 
 
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
@@ -87,7 +66,8 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
         seconds=round(time.monotonic() - started, 1),
         restart_seconds_max=round(max(daemon.start_seconds[1:]), 2),
         jobs_interrupted=sum(sum(item.values()) for item in interrupted),
-        jobs_interrupted_by_kind={k: sum(i.get(k, 0) for i in interrupted) for k in sorted({k for i in interrupted for k in i})},
+        jobs_interrupted_by_kind={kind: sum(item.get(kind, 0) for item in interrupted)
+                                  for kind in sorted({kind for item in interrupted for kind in item})},
         hl7_acknowledged=result.messages,
         hl7_resends=ledger.hl7_retries,
         instances_acknowledged=result.instances,

@@ -83,7 +83,9 @@ class Outcome:
     seconds: float
 
 
-def store_case(dataset_bytes: bytes, sop_uid: str, *, pdus: Callable[[list[bytes]], list[bytes]] | None = None) -> Callable[[int], Outcome]:
+def store_case(
+    dataset_bytes: bytes, sop_uid: str, *, pdus: Callable[[list[bytes]], list[bytes]] | None = None
+) -> Callable[[int], Outcome]:
     def run(port: int) -> Outcome:
         with RawAssociation(port) as raw:
             answer = raw.associate(CALLING_AE)
@@ -146,16 +148,19 @@ def cases() -> dict[str, tuple[Callable[[int], Outcome], set[str]]]:
         "A-ASSOCIATE-RQ with an item longer than the PDU": (wire_case(patched_rq(6 + 68 + 2, b"\xff\xff")), abort),
         "A-ASSOCIATE-RQ with protocol version 2": (wire_case(patched_rq(6, b"\x00\x02")), {"rejected", "abort"}),
         "A-ASSOCIATE-RQ to another AE title": (wire_case(patched_rq(10, b"SOMEONE_ELSE    ")), {"rejected"}),
-        "A-ASSOCIATE-RQ with NULs as calling AE": (wire_case(patched_rq(26, b"\x00" * 16)), {"rejected", "abort", "accepted"}),
+        "A-ASSOCIATE-RQ with NULs as calling AE": (
+            wire_case(patched_rq(26, b"\x00" * 16)), {"rejected", "abort", "accepted"}),
         "P-DATA-TF before any association": (wire_case(p_data_of(good_bytes, good_uid)), abort),
         # inside an association
-        "P-DATA-TF announcing 2 GB": (wire_case(pdu(P_DATA, b"\x00" * 16, length=0x7FFFFFF0), associate_first=True), abort),
+        "P-DATA-TF announcing 2 GB": (
+            wire_case(pdu(P_DATA, b"\x00" * 16, length=0x7FFFFFF0), associate_first=True), abort),
         "P-DATA-TF item longer than the PDU": (
             wire_case(pdu(P_DATA, pdv(CONTEXT_ID, 0x03, b"\x00" * 8, length=4000)), associate_first=True), abort),
         "P-DATA-TF without items": (wire_case(pdu(P_DATA, b""), associate_first=True), abort),
         "P-DATA-TF for an unknown presentation context": (
             wire_case(pdu(P_DATA, pdv(99, 0x03, b"\x00" * 8)), associate_first=True), abort),
-        "command set of garbage": (wire_case(pdu(P_DATA, pdv(CONTEXT_ID, 0x03, b"\xde\xad" * 40)), associate_first=True), abort),
+        "command set of garbage": (
+            wire_case(pdu(P_DATA, pdv(CONTEXT_ID, 0x03, b"\xde\xad" * 40)), associate_first=True), abort),
         "C-STORE data set truncated": (store_case(good_bytes[: len(good_bytes) // 3], good_uid), error),
         "C-STORE data set of random bytes": (store_case(bytes(range(256)) * 8, generate_uid()), error),
         "C-STORE empty data set": (store_case(b"", generate_uid()), error),
@@ -172,8 +177,10 @@ def cases() -> dict[str, tuple[Callable[[int], Outcome], set[str]]]:
         "C-STORE Series Instance UID absolute path": (store_case(*raw_with_uid("SeriesInstanceUID", "/etc")), error),
         "C-STORE UID of 65 characters": (store_case(*raw_with_uid("SeriesInstanceUID", "1." + "2" * 63)), error),
         "C-STORE UID with a leading zero": (store_case(*raw_with_uid("StudyInstanceUID", "1.02.3")), error),
-        "C-STORE without Study Instance UID": (store_case(encode_dataset(mr_dataset(StudyInstanceUID=None)), generate_uid()), error),
-        "C-STORE request and data set disagree on the SOP Instance UID": (store_case(good_bytes, generate_uid()), error),
+        "C-STORE without Study Instance UID": (
+            store_case(encode_dataset(mr_dataset(StudyInstanceUID=None)), generate_uid()), error),
+        "C-STORE request and data set disagree on the SOP Instance UID": (
+            store_case(good_bytes, generate_uid()), error),
     }
 
 
@@ -218,7 +225,8 @@ def test_malformed_dicom_is_answered_audited_and_harmless(daemon_factory: Daemon
     assert not problems, "\n".join(problems)
     assert stored == 1, "only the well-formed instance is indexed"
     assert not stray and not outside, (stray, outside, storage)
-    figures.record(cases=len(results), answers=results, rss_growth_mb=round((daemon.rss_bytes() - baseline_rss) / 2**20, 1))
+    figures.record(cases=len(results), answers=results,
+                   rss_growth_mb=round((daemon.rss_bytes() - baseline_rss) / 2**20, 1))
 
 
 def _audited_since(daemon: DaemonProcess, after: int, timeout: float = 10.0) -> bool:

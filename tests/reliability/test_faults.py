@@ -16,7 +16,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ import sqlalchemy as sa
 from daemon.store.schema import jobs, predictions
 from tests.reliability.conftest import DaemonFactory, Figures, scaled
 from tests.reliability.daemon_process import DaemonProcess
-from tests.reliability.load import Cases, Load
+from tests.reliability.load import Cases, Load, Producer
 from tests.reliability.triton_service import TritonService
 from tests.reliability.verify import settle, verify
 
@@ -109,21 +108,6 @@ def exclusive_lock(database_path: Path) -> Iterator[None]:
         connection.close()
 
 
-class Producer(threading.Thread):
-    def __init__(self, load: Load, cases: Cases, per_second: float) -> None:
-        super().__init__(name="producer", daemon=True)
-        self.load, self.cases, self.interval = load, cases, 1.0 / per_second
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            self.load.submit(self.cases.next())
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join()
-
-
 def test_database_locked_loses_nothing(daemon_factory: DaemonFactory, triton: TritonService, figures: Figures) -> None:
     daemon = daemon_factory("db-lock", triton_url=triton.grpc_url)
     daemon.start()
@@ -142,11 +126,12 @@ def test_database_locked_loses_nothing(daemon_factory: DaemonFactory, triton: Tr
                 assert daemon.alive
             released = time.monotonic()
             time.sleep(2.0)
+            slowest = max((s for t, _, s in load.ledger.latencies if t >= started), default=0.0)
             held.append({
                 "seconds": seconds,
                 "hl7_answers": _delta(load.ledger.hl7_codes, before[0]),
                 "store_statuses": {f"0x{k:04X}": v for k, v in _delta(load.ledger.store_statuses, before[1]).items()},
-                "slowest_answer_seconds": round(max((s for t, _, s in load.ledger.latencies if t >= started), default=0), 2),
+                "slowest_answer_seconds": round(slowest, 2),
                 "answered_after_release_seconds": round(released - started, 1),
             })
         producer.stop()

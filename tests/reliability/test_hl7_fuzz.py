@@ -115,7 +115,8 @@ def check_garbage(example: tuple[bytes, list[int], int]) -> None:
 
 
 mllp_bytes = st.lists(
-    st.one_of(st.sampled_from([START_BLOCK, END_BLOCK, CARRIAGE_RETURN, b"MSH|", b"\n", b"\x00"]), st.binary(max_size=40)),
+    st.one_of(st.sampled_from([START_BLOCK, END_BLOCK, CARRIAGE_RETURN, b"MSH|", b"\n", b"\x00"]),
+              st.binary(max_size=40)),
     max_size=30,
 ).map(b"".join)
 
@@ -135,7 +136,8 @@ def test_mllp_framing_properties(figures: Figures) -> None:
 
 # --- HL7 parsing ----------------------------------------------------------------------
 
-SEGMENT_IDS = ["PID", "PV1", "ORC", "OBR", "OBX", "NTE", "TXA", "EVN", "ZDS", "ZXY", "MSA", "ERR", "obr", "obx", "MSH", "BHS"]
+SEGMENT_IDS = ["PID", "PV1", "ORC", "OBR", "OBX", "NTE", "TXA", "EVN", "ZDS", "ZXY", "MSA", "ERR",
+               "obr", "obx", "MSH", "BHS"]
 ALPHABET = list("ABCXYZabcxyz0123456789 .-/:_#'\"") + ["^", "~", "\\", "&", "|", "\t", "\x00", "\x0b", "\x1c",
                                                         "é", "Ω", "\u2013", "\ufeff"]
 ESCAPES = ["\\F\\", "\\S\\", "\\T\\", "\\R\\", "\\E\\", "\\.br\\", "\\X41\\", "\\X1C\\", "\\X0B\\", "\\X0D0A\\",

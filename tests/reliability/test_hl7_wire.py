@@ -26,13 +26,14 @@ def hostile_messages() -> dict[str, tuple[bytes, set[str]]]:
     base = Cases("WIRE").next().hl7()
     head, _, rest = base.partition(b"\rOBX|1|")
     return {
-        "escape expanding to gigabytes": (base.replace(b"|TX|GDT^Report^L||", b"|TX|GDT^Report^L||\\.sp9999999999\\", 1),
-                                          {"AA"}),
+        "escape expanding to gigabytes": (
+            base.replace(b"|TX|GDT^Report^L||", b"|TX|GDT^Report^L||\\.sp9999999999\\", 1), {"AA"}),
         "2 MB message (over max_message_bytes)": (base + b"OBX|9|TX|||" + b"x" * (2 << 20) + b"\r", {"AR"}),
         "20,000 segments": (base + b"NTE|1||note\r" * 20000, {"AA", "AE", "AR"}),
         "a field repeated 50,000 times": (base.replace(b"PID|1||", b"PID|1||" + b"X~" * 50000, 1), {"AA", "AE", "AR"}),
         "MSH only": (b"MSH|^~\\&|RIS|HOSPITAL|||20240101||ORU^R01|M1|P|2.5\r", {"AE", "AR"}),
-        "invalid UTF-8 with UTF-8 declared": (head + b"\rOBX|1|" + rest.replace(b"|", b"|\xff\xfe", 3), {"AA", "AE", "AR"}),
+        "invalid UTF-8 with UTF-8 declared": (
+            head + b"\rOBX|1|" + rest.replace(b"|", b"|\xff\xfe", 3), {"AA", "AE", "AR"}),
         "NUL bytes everywhere": (base.replace(b"|", b"|\x00"), {"AA", "AE", "AR"}),
         "a batch (FHS/BHS) in one frame": (b"FHS|^~\\&\rBHS|^~\\&\r" + base, {"AR"}),
         "not HL7 at all": (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", {"AR"}),

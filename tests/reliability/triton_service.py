@@ -6,6 +6,8 @@ fault test can kill it (kill -9) and bring it back on the same ports while the d
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -67,7 +69,7 @@ class TritonService:
                 # Its own process group, so that a kill reaches the python backend stubs too.
                 self.process = subprocess.Popen(
                     command, stdout=log, stderr=subprocess.STDOUT, env=server_environment(self.installation),
-                    start_new_session=True,
+                    start_new_session=True, preexec_fn=_die_with_parent,
                 )
             try:
                 self._wait_ready(deadline)
@@ -82,14 +84,9 @@ class TritonService:
 
     def kill(self) -> None:
         """kill -9 the server and its stubs (what a crash or the OOM killer does)."""
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
-        self.kills += 1
+        if self.process is not None:
+            self._reap()
+            self.kills += 1
 
     def stop(self) -> None:
         if self.process is None:
@@ -103,6 +100,7 @@ class TritonService:
         self._reap()
 
     def _reap(self) -> None:
+        """SIGKILL to the server's process group, and wait for the server."""
         if self.process is None:
             return
         try:
@@ -124,3 +122,12 @@ class TritonService:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"tritonserver not ready; see {self.work_dir}") from None
                 time.sleep(0.1)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies, however it dies (a timeout, kill -9)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1

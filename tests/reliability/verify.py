@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import sqlalchemy as sa
@@ -141,10 +142,10 @@ def verify(daemon: DaemonProcess, ledger: Ledger) -> Verified:
         dataset = pydicom.dcmread(path)
         if str(dataset.SOPInstanceUID) != sop_uid:
             problems.append(f"instance {sop_uid}: file holds {dataset.SOPInstanceUID}")
-        labels = current.get(case.study_uid)
+        labels: Any = current.get(case.study_uid)
         record = read_label_tags(dataset)
-        if labels is not None and (record is None or dict(record.labels) != dict(labels.labels)):  # type: ignore[attr-defined]
-            problems.append(f"instance {sop_uid}: tags {record and dict(record.labels)} != labels {labels.labels}")  # type: ignore[attr-defined]
+        if labels is not None and (record is None or dict(record.labels) != dict(labels.labels)):
+            problems.append(f"instance {sop_uid}: tags {record and dict(record.labels)} != labels {labels.labels}")
 
     # SR: one per labelled study, listing every instance; nothing else on disk.
     srs = 0
