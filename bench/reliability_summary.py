@@ -114,12 +114,12 @@ def main(folder: Path) -> None:
     ]))
     minutes = soak.get("latency_per_minute", [])
     if minutes:
-        out.append("\n| minute | HL7 ACK p50 / p95 (ms) | C-STORE p50 / p95 (ms) | messages, instances |")
-        out.append("|---|---|---|---|")
+        out.append("\n| minute | HL7 ACK p50 / p95 (ms) | C-STORE p50 / p95 (ms) | messages, instances | RSS (MB) |")
+        out.append("|---|---|---|---|---|")
         for row in minutes:
             out.append(f"| {row['minute']} | {row['hl7']['p50_ms']} / {row['hl7']['p95_ms']} | "
                        f"{row['dicom']['p50_ms']} / {row['dicom']['p95_ms']} | "
-                       f"{row['hl7']['count']}, {row['dicom']['count']} |")
+                       f"{row['hl7']['count']}, {row['dicom']['count']} | {row.get('rss_mb', '')} |")
     print("\n".join(out))
 
 

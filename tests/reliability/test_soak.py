@@ -58,7 +58,8 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
-def per_minute(latencies: list[tuple[float, str, float]], start: float) -> list[dict[str, object]]:
+def per_minute(latencies: list[tuple[float, str, float]], start: float,
+               samples: list[tuple[float, int, int]] = ()) -> list[dict[str, object]]:
     minutes: list[dict[str, object]] = []
     for minute in range(int((max((t for t, _, _ in latencies), default=start) - start) // 60) + 1):
         row: dict[str, object] = {"minute": minute + 1}
@@ -66,6 +67,8 @@ def per_minute(latencies: list[tuple[float, str, float]], start: float) -> list[
             values = [s for t, k, s in latencies if k == kind and minute * 60 <= t - start < (minute + 1) * 60]
             row[kind] = {"count": len(values), "p50_ms": round(percentile(values, 0.5) * 1000, 1),
                          "p95_ms": round(percentile(values, 0.95) * 1000, 1)}
+        resident = [rss for at, rss, _ in samples if minute * 60 <= at < (minute + 1) * 60]
+        row["rss_mb"] = round(statistics.mean(resident) / 2**20, 1) if resident else None
         minutes.append(row)
     return minutes
 
@@ -118,7 +121,7 @@ def test_soak_loses_nothing_with_flat_memory_and_stable_latency(
     first_window = statistics.mean(steady[:window])
     last_window = statistics.mean(steady[-window:])
     growth = last_window - first_window
-    minutes = per_minute(load.ledger.latencies, start)
+    minutes = per_minute(load.ledger.latencies, start, sampler.samples)
     delays = labelling_delays(daemon)
     figures.record(
         duration_seconds=round(offered_seconds), associations=8, hl7_senders=4, cases=submitted,
