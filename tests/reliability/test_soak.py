@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections.abc import Sequence
 
 import pytest
 import sqlalchemy as sa
@@ -59,7 +60,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def per_minute(latencies: list[tuple[float, str, float]], start: float,
-               samples: list[tuple[float, int, int]] = ()) -> list[dict[str, object]]:
+               samples: Sequence[tuple[float, int, int]] = ()) -> list[dict[str, object]]:
     minutes: list[dict[str, object]] = []
     for minute in range(int((max((t for t, _, _ in latencies), default=start) - start) // 60) + 1):
         row: dict[str, object] = {"minute": minute + 1}
