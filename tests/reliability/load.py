@@ -361,6 +361,7 @@ class Load:
     ledger: Ledger = field(default_factory=Ledger)
     abandon: threading.Event = field(default_factory=threading.Event)
     workers: list[Worker] = field(default_factory=list)
+    producers: list[Producer] = field(default_factory=list)
     _turn: int = 0
 
     def __post_init__(self) -> None:
@@ -398,8 +399,20 @@ class Load:
         self.raise_failures()
 
     def give_up(self) -> None:
+        for producer in self.producers:
+            producer.stopped.set()
         self.abandon.set()
         self.close(timeout=30.0)
+
+    def __enter__(self) -> Load:
+        return self
+
+    def __exit__(self, error_type: object, error: object, traceback: object) -> None:
+        """On an error the senders give up what they hold (the test is failing anyway); else they finish."""
+        if error is not None:
+            self.give_up()
+        else:
+            self.close()
 
     def raise_failures(self) -> None:
         for worker in self.workers:
@@ -419,6 +432,7 @@ class Producer(threading.Thread):
         super().__init__(name="producer", daemon=True)
         self.load, self.cases, self.per_second, self.backlog = load, cases, per_second, backlog
         self.stopped = threading.Event()
+        load.producers.append(self)
 
     def run(self) -> None:
         interval = 1.0 / self.per_second if self.per_second else 0.02

@@ -18,7 +18,7 @@ from daemon.store.schema import jobs
 from tests.reliability.conftest import DaemonFactory, Figures, scaled
 from tests.reliability.load import Cases, Load, Producer
 from tests.reliability.triton_service import TritonService
-from tests.reliability.verify import settle, verify
+from tests.reliability.verify import finish
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
@@ -32,12 +32,10 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     rng = random.Random(SEED)
     daemon = daemon_factory("crash", triton_url=triton.grpc_url)
     daemon.start()
-    load = Load(daemon.hl7_port, daemon.dicom_port, hl7_senders=2, associations=3)
-    producer = Producer(load, Cases("CRASH", instances=3, seed=SEED), backlog=8)
-    producer.start()
     interrupted: list[dict[str, int]] = []
     started = time.monotonic()
-    try:
+    with Load(daemon.hl7_port, daemon.dicom_port, hl7_senders=2, associations=3) as load:
+        Producer(load, Cases("CRASH", instances=3, seed=SEED), backlog=8).start()
         for _ in range(CYCLES):
             time.sleep(rng.uniform(0.5, 4.0))
             load.raise_failures()
@@ -49,15 +47,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
             interrupted.append(running)
             time.sleep(rng.uniform(0.0, 0.5))  # senders meet a closed port meanwhile
             daemon.start()
-        producer.stop()
-        load.wait_idle(timeout=180)
-        load.close()
-        settle(daemon, load.ledger, timeout=scaled(180, 300))
-    except BaseException:
-        producer.stopped.set()
-        load.give_up()
-        raise
-    result = verify(daemon, load.ledger)
+        result = finish(daemon, load, settle_timeout=scaled(180, 300))
     ledger = load.ledger
     assert daemon.kills == CYCLES and result.studies > 0 and result.messages > 0
     figures.record(

@@ -30,7 +30,7 @@ from tests.reliability.conftest import DaemonFactory, Figures, scaled
 from tests.reliability.daemon_process import DaemonProcess
 from tests.reliability.load import Cases, Load, Producer
 from tests.reliability.triton_service import TritonService
-from tests.reliability.verify import settle, verify
+from tests.reliability.verify import finish
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
@@ -62,9 +62,8 @@ def test_triton_killed_and_restarted_mid_load(
 ) -> None:
     daemon = daemon_factory("triton-fault", triton_url=triton.grpc_url)
     daemon.start()
-    load = Load(daemon.hl7_port, daemon.dicom_port, hl7_senders=2, associations=2)
     cases = Cases("TRITON", seed=3)
-    try:
+    with Load(daemon.hl7_port, daemon.dicom_port, hl7_senders=2, associations=2) as load:
         for case in cases.take(4):
             load.submit(case)
         load.wait_idle(60)
@@ -84,13 +83,8 @@ def test_triton_killed_and_restarted_mid_load(
 
         triton.start()
         back = time.monotonic()
-        settle(daemon, load.ledger, timeout=180)
+        result = finish(daemon, load)
         recovered = time.monotonic() - back
-        load.close()
-    except BaseException:
-        load.give_up()
-        raise
-    result = verify(daemon, load.ledger)
     figures.record(triton_down_seconds=round(back - killed, 1), reports_waiting=len(waiting),
                    seconds_to_label_after_restart=round(recovered, 1), studies_labelled=result.studies,
                    classify_jobs_failed=job_states(daemon, "classify")["failed"])
@@ -111,12 +105,10 @@ def exclusive_lock(database_path: Path) -> Iterator[None]:
 def test_database_locked_loses_nothing(daemon_factory: DaemonFactory, triton: TritonService, figures: Figures) -> None:
     daemon = daemon_factory("db-lock", triton_url=triton.grpc_url)
     daemon.start()
-    load = Load(daemon.hl7_port, daemon.dicom_port, hl7_senders=2, associations=2)
-    producer = Producer(load, Cases("LOCK", seed=5), per_second=2.0)
     locks = scaled([4.0], [4.0, 12.0, 40.0])  # the last one outlasts SQLite's 30 s busy timeout
     held: list[dict[str, object]] = []
-    producer.start()
-    try:
+    with Load(daemon.hl7_port, daemon.dicom_port, hl7_senders=2, associations=2) as load:
+        Producer(load, Cases("LOCK", seed=5), per_second=2.0).start()
         for seconds in locks:
             time.sleep(2.0)
             before = dict(load.ledger.hl7_codes), dict(load.ledger.store_statuses)
@@ -134,15 +126,7 @@ def test_database_locked_loses_nothing(daemon_factory: DaemonFactory, triton: Tr
                 "slowest_answer_seconds": round(slowest, 2),
                 "answered_after_release_seconds": round(released - started, 1),
             })
-        producer.stop()
-        load.wait_idle(scaled(120, 300))
-        load.close()
-        settle(daemon, load.ledger, timeout=scaled(180, 300))
-    except BaseException:
-        producer.stopped.set()
-        load.give_up()
-        raise
-    result = verify(daemon, load.ledger)
+        result = finish(daemon, load, idle_timeout=scaled(120, 300), settle_timeout=scaled(180, 300))
     codes = set(load.ledger.hl7_codes)
     assert codes <= {"AA", "AE", "AR"}, load.ledger.hl7_codes
     figures.record(locks=held, studies_labelled=result.studies, hl7_acknowledged=result.messages,
@@ -200,10 +184,8 @@ def test_disk_full_answers_out_of_resources_and_recovers(
         daemon = daemon_factory("disk-full", triton_url=triton.grpc_url, extra=extra)
         daemon.start()
         filler = fill(storage, leave_bytes=64 * 1024) if mounted else None
-        load = Load(daemon.hl7_port, daemon.dicom_port, hl7_senders=1, associations=2)
-        cases = Cases("FULL", seed=7)
-        try:
-            for case in cases.take(scaled(4, 10)):
+        with Load(daemon.hl7_port, daemon.dicom_port, hl7_senders=1, associations=2) as load:
+            for case in Cases("FULL", seed=7).take(scaled(4, 10)):
                 load.submit(case)
             wait_until(lambda: load.ledger.store_statuses[OUT_OF_RESOURCES] >= 4, 60, "0xA700 answers")
             time.sleep(scaled(2.0, 10.0))
@@ -219,12 +201,7 @@ def test_disk_full_answers_out_of_resources_and_recovers(
             freed = time.monotonic()
             load.wait_idle(120)
             accepted_after = time.monotonic() - freed
-            load.close()
-            settle(daemon, load.ledger, timeout=180)
-        except BaseException:
-            load.give_up()
-            raise
-        result = verify(daemon, load.ledger)
+            result = finish(daemon, load)
         assert refused >= 4
         daemon.stop()
     figures.record(own_filesystem=mounted, out_of_resources_answers=refused,

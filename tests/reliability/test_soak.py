@@ -21,7 +21,7 @@ from tests.reliability.conftest import LONG, DaemonFactory, Figures, scaled
 from tests.reliability.daemon_process import DaemonProcess
 from tests.reliability.load import Cases, Load
 from tests.reliability.triton_service import TritonService
-from tests.reliability.verify import settle, verify
+from tests.reliability.verify import finish
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
@@ -90,13 +90,12 @@ def test_soak_loses_nothing_with_flat_memory_and_stable_latency(
 ) -> None:
     daemon = daemon_factory("soak", triton_url=triton.grpc_url)
     daemon.start()
-    load = Load(daemon.hl7_port, daemon.dicom_port, hl7_senders=4, associations=8)
     cases = Cases("SOAK", instances=3, seed=11)
     sampler = Sampler(daemon)
     sampler.start()
     start = time.monotonic()
     submitted = 0
-    try:
+    with Load(daemon.hl7_port, daemon.dicom_port, hl7_senders=4, associations=8) as load:
         while time.monotonic() - start < DURATION_SECONDS:
             due = int((time.monotonic() - start) * CASES_PER_SECOND) + 1
             while submitted < due:
@@ -106,15 +105,10 @@ def test_soak_loses_nothing_with_flat_memory_and_stable_latency(
             assert daemon.alive, daemon.log_text()[-3000:]
             time.sleep(0.05)
         offered_seconds = time.monotonic() - start
-        load.wait_idle(180)
-        load.close()
-        settle(daemon, load.ledger, timeout=scaled(180, 600))
-    except BaseException:
-        load.give_up()
-        raise
-    finally:
-        sampler.stop()
-    result = verify(daemon, load.ledger)
+        try:
+            result = finish(daemon, load, settle_timeout=scaled(180, 600))
+        finally:
+            sampler.stop()
     assert result.studies == submitted and result.messages == submitted
 
     steady = [rss for at, rss, _ in sampler.samples if at >= WARM_UP_SECONDS] or [sampler.samples[-1][1]]

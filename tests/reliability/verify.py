@@ -23,7 +23,7 @@ from daemon.dicom.private_tags import read_label_tags
 from daemon.dicom.sr import read_label_sr
 from daemon.store.schema import hl7_messages, instances, jobs, predictions, reports, study_labels, writebacks
 from tests.reliability.daemon_process import DaemonProcess
-from tests.reliability.load import Case, Ledger
+from tests.reliability.load import Case, Ledger, Load
 
 ACTIVE_STATES = ("pending", "running")
 
@@ -72,6 +72,18 @@ def settle(daemon: DaemonProcess, ledger: Ledger, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not settled after {timeout} s: {'; '.join(problems)}")
         time.sleep(0.5)
+
+
+def finish(
+    daemon: DaemonProcess, load: Load, *, idle_timeout: float = 180.0, settle_timeout: float = 180.0
+) -> Verified:
+    """Stop the producers, let the senders deliver what they hold and the daemon do all its work; verify."""
+    for producer in load.producers:
+        producer.stop()
+    load.wait_idle(idle_timeout)
+    load.close()
+    settle(daemon, load.ledger, timeout=settle_timeout)
+    return verify(daemon, load.ledger)
 
 
 def verify(daemon: DaemonProcess, ledger: Ledger) -> Verified:
