@@ -127,8 +127,12 @@ def build_label_sr(
     withdrawn_at: dt.datetime | None = None,
 ) -> hd.sr.ComprehensiveSR:
     """The SR for `record` (or, with `withdrawn_at`, the SR that withdraws it), referencing `evidence`."""
-    if not evidence:
-        raise ValueError("an SR needs at least one instance of the study as evidence")
+    content = label_content(record, withdrawn_at=withdrawn_at)
+    return label_document(record, evidence, identity, content, previous_versions=previous_versions)
+
+
+def label_content(record: LabelRecord, *, withdrawn_at: dt.datetime | None = None) -> Dataset:
+    """The document's TID 1500 root content item (Measurement Report) for `record`, or for its withdrawal."""
     name, version = split_model(record.model)
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=derived_uid("neurolabel-model", record.model),
@@ -164,7 +168,7 @@ def build_label_sr(
         observed_at = withdrawn_at
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=derived_uid("neurolabel-tracking", record.study_instance_uid),
+            uid=tracking_uid(record.study_instance_uid),
             identifier=TRACKING_IDENTIFIER,
         ),
         algorithm_id=hd.sr.AlgorithmIdentification(name=name, version=version or "unversioned"),
@@ -178,9 +182,26 @@ def build_label_sr(
         procedure_reported=codes.LN.MRIUnspecifiedBodyRegion,
         imaging_measurements=[group],
     )
+    root: Dataset = report[0]
+    return root
+
+
+def label_document(
+    record: LabelRecord,
+    evidence: Sequence[Dataset],
+    identity: SrIdentity,
+    content: Dataset,
+    *,
+    previous_versions: Sequence[Dataset] = (),
+) -> hd.sr.ComprehensiveSR:
+    """The Comprehensive SR document around the root content item `content`: patient and study attributes from
+    the first evidence instance, the evidence and predecessor references, the series and instance."""
+    if not evidence:
+        raise ValueError("an SR needs at least one instance of the study as evidence")
+    name, version = split_model(record.model)
     sr = hd.sr.ComprehensiveSR(
         evidence=_complete_evidence(evidence),
-        content=report[0],
+        content=content,
         series_instance_uid=identity.series_instance_uid,
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=identity.sop_instance_uid,
@@ -196,6 +217,11 @@ def build_label_sr(
     if not sr.get("AccessionNumber") and record.accession_number:
         sr.AccessionNumber = record.accession_number
     return sr
+
+
+def tracking_uid(study_instance_uid: str) -> str:
+    """The Tracking Unique Identifier of a study's label group (the same in every version of its SR)."""
+    return derived_uid("neurolabel-tracking", study_instance_uid)
 
 
 def read_label_sr(dataset: Dataset) -> LabelRecord | None:

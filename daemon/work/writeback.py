@@ -50,13 +50,8 @@ from daemon.audit import trail
 from daemon.config import AeAddress, Config, parse_ae_address
 from daemon.dicom.forward import ForwardError, send_files
 from daemon.dicom.private_tags import apply_label_tags, apply_withdrawn_tags, as_utc, carries_labels
-from daemon.dicom.sr import (
-    COMPREHENSIVE_SR_SOP_CLASS,
-    SERIES_DESCRIPTION,
-    SR_SERIES_NUMBER,
-    build_label_sr,
-    sr_identity,
-)
+from daemon.dicom.sr import COMPREHENSIVE_SR_SOP_CLASS, SERIES_DESCRIPTION, SR_SERIES_NUMBER, sr_identity
+from daemon.dicom.sr_template import SrEncoder
 from daemon.dicom.storage import sync_directories, sync_directory
 from daemon.dicom.uids import instance_path
 from daemon.labels import LabelRecord
@@ -115,12 +110,13 @@ class StudyLocks:
 def writeback_handlers(services: Services) -> dict[str, Handler]:
     """{"writeback": ..., "forward": ...} for the JobRunner; each runs its blocking work in a thread."""
     locks = StudyLocks()
+    encoder = SrEncoder()
 
     metrics = services.metrics
 
     async def handle_writeback(job: Job) -> None:
         with metrics.outcome(metrics.writebacks):
-            await asyncio.to_thread(run_writeback_job, services, job, locks)
+            await asyncio.to_thread(run_writeback_job, services, job, locks, encoder)
 
     async def handle_forward(job: Job) -> None:
         with metrics.outcome(metrics.forwards, destination=str(job.payload.get("destination", "?"))):
@@ -129,7 +125,9 @@ def writeback_handlers(services: Services) -> dict[str, Handler]:
     return {WRITEBACK: handle_writeback, FORWARD: handle_forward}
 
 
-def run_writeback_job(services: Services, job: Job, locks: StudyLocks | None = None) -> WritebackResult:
+def run_writeback_job(
+    services: Services, job: Job, locks: StudyLocks | None = None, encoder: SrEncoder | None = None
+) -> WritebackResult:
     payload = job.payload
     try:
         study_uid = str(payload["study_instance_uid"])
@@ -143,7 +141,7 @@ def run_writeback_job(services: Services, job: Job, locks: StudyLocks | None = N
     with lock, cluster_lock(services.database, f"writeback:{study_uid}"):
         result = write_back(
             services.config, services.database, study_uid, label_id, withdrawn=withdrawn, actor=services.instance_name,
-            job=job,
+            job=job, encoder=encoder,
         )
     if result.forward_jobs:
         services.work_signal.notify(FORWARD)
@@ -179,11 +177,13 @@ def write_back(
     withdrawn: bool = False,
     actor: str | None = None,
     job: Job | None = None,
+    encoder: SrEncoder | None = None,
 ) -> WritebackResult:
     """Write the labels row `study_label_id` (or its withdrawal) into the study's files, SR and queue forwards.
 
     Given its `job`, completes it in the transaction that records the write-back: when another instance has
     taken the job over (this one stalled past its lease), queue.LeaseLost rolls the record back (issue 8).
+    `encoder` keeps the SR templates between calls (one is made for the call when not given).
     """
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc)
@@ -221,7 +221,9 @@ def write_back(
 
     sr_written: _WrittenSr | None = None
     if settings.structured_report:
-        sr_written = _write_sr(storage, record, study_label_id, evidence, previous_sr, withdrawn_at)
+        sr_written = _write_sr(
+            encoder or SrEncoder(), storage, record, study_label_id, evidence, previous_sr, withdrawn_at
+        )
 
     destinations = [parse_ae_address("writeback.forward_to", text) for text in settings.forward_to]
     files = _Files(started, started_at, stored, tagged, unchanged, sizes, sr_written)
@@ -523,6 +525,7 @@ def _current_sr(connection: Connection, study_instance_uid: str) -> _PreviousSr 
 
 
 def _write_sr(
+    encoder: SrEncoder,
     storage: Path,
     record: LabelRecord,
     study_label_id: int,
@@ -550,10 +553,7 @@ def _write_sr(
         item.SeriesInstanceUID = previous.series_instance_uid
         previous_versions.append(item)
         replaced = previous.sop_instance_uid
-    sr = build_label_sr(record, evidence, identity, previous_versions=previous_versions, withdrawn_at=withdrawn_at)
-    buffer = io.BytesIO()
-    sr.save_as(buffer, enforce_file_format=True)
-    data = buffer.getvalue()
+    data = encoder.encode(record, evidence, identity, previous_versions=previous_versions, withdrawn_at=withdrawn_at)
     relative = str(instance_path(record.study_instance_uid, identity.series_instance_uid, identity.sop_instance_uid))
     path = storage / relative
     if not path.parent.is_dir():
