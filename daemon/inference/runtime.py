@@ -16,7 +16,15 @@ import numpy as np
 import onnxruntime as ort
 
 from daemon.inference.metadata import ONNX_INPUTS, ONNX_OUTPUTS, TOKENIZER_FILE, ModelMetadata
-from daemon.inference.windows import ReportTokenizer, apply_thresholds, batch_windows, plan_chunks, pool_windows, sigmoid
+from daemon.inference.windows import (
+    ReportTokenizer,
+    Window,
+    apply_thresholds,
+    batch_windows,
+    plan_chunks,
+    pool_windows,
+    sigmoid,
+)
 
 log = logging.getLogger("neurolabel.inference.runtime")
 
@@ -29,17 +37,28 @@ class RuntimeOptions:
     providers: tuple[str, ...] = (CPU_PROVIDER,)
     device_id: int = 0
     intra_op_threads: int = 0  # 0: onnxruntime's default (all cores)
+    # Windows per onnxruntime call. The CPU graph is dynamically quantised (activation scale per call),
+    # so it runs one window per call whatever this says: a report's result must not depend on its
+    # batch-mates. The GPU graph (fp16) runs batches of up to this many windows.
     max_windows_per_run: int = 64
     max_cells_per_run: int = 8192  # windows x padded tokens per onnxruntime call
+    allow_spinning: bool = True  # intra-op threads spin while waiting (off when instances share few cores)
 
 
-def session_options(intra_op_threads: int) -> ort.SessionOptions:
+# Variants whose graph quantises activations per call (daemon/training/export.py quantize_cpu).
+PER_WINDOW_VARIANTS = frozenset({"cpu"})
+
+
+def session_options(intra_op_threads: int, allow_spinning: bool = True) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if intra_op_threads > 0:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+    if not allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
 
 
@@ -56,10 +75,11 @@ class OnnxReportModel:
         ]
         self.session = ort.InferenceSession(
             str(version_dir / self.metadata.onnx_files[options.variant]),
-            sess_options=session_options(options.intra_op_threads),
+            sess_options=session_options(options.intra_op_threads, options.allow_spinning),
             providers=providers,
         )
         self._thresholds = np.asarray(self.metadata.threshold_list)
+        self._per_window = options.variant in PER_WINDOW_VARIANTS
 
     @property
     def model(self) -> str:
@@ -69,23 +89,46 @@ class OnnxReportModel:
         """Report logits [len(texts), labels]."""
         started = time.perf_counter()
         windows = self.tokenizer.windows(texts, self.metadata.window)
+        if self._per_window:
+            window_logits, window_lse = self._run_each(windows)
+            runs = len(windows)
+        else:
+            window_logits, window_lse, runs = self._run_batched(windows, len(texts))
+        report_index = np.asarray([w.report for w in windows], dtype=np.int64)
+        result = pool_windows(window_logits, window_lse, report_index, len(texts))
+        log.debug(
+            "classified reports=%d windows=%d runs=%d ms=%.1f",
+            len(texts), len(windows), runs, 1000 * (time.perf_counter() - started),
+        )
+        return result
+
+    def _run_each(self, windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
+        """One onnxruntime call per window: no padding, and each window quantised on its own scale."""
+        n_labels = len(self.metadata.labels)
+        window_logits = np.empty((len(windows), n_labels), dtype=np.float32)
+        window_lse = np.empty((len(windows), n_labels), dtype=np.float32)
+        names = list(ONNX_OUTPUTS)
+        for row, window in enumerate(windows):
+            ids = np.asarray(window.ids, dtype=np.int64).reshape(1, -1)
+            pool = np.zeros_like(ids)
+            pool[0, window.own_start : window.own_stop] = 1
+            feeds = dict(zip(ONNX_INPUTS, (ids, np.ones_like(ids), pool)))
+            window_logits[row], window_lse[row] = (output[0] for output in self.session.run(names, feeds))
+        return window_logits, window_lse
+
+    def _run_batched(self, windows: Sequence[Window], n_reports: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Windows of similar length padded into batches (the fp16 GPU graph)."""
         n_labels = len(self.metadata.labels)
         window_logits = np.empty((len(windows), n_labels), dtype=np.float32)
         window_lse = np.empty((len(windows), n_labels), dtype=np.float32)
         chunks = plan_chunks(windows, self.options.max_windows_per_run, self.options.max_cells_per_run)
         for chunk in chunks:
-            batch = batch_windows([windows[i] for i in chunk], len(texts), self.tokenizer.special.pad)
+            batch = batch_windows([windows[i] for i in chunk], n_reports, self.tokenizer.special.pad)
             feeds = dict(zip(ONNX_INPUTS, (batch.input_ids, batch.attention_mask, batch.pool_mask)))
             logits, lse = self.session.run(list(ONNX_OUTPUTS), feeds)
             window_logits[chunk] = logits
             window_lse[chunk] = lse
-        report_index = np.asarray([w.report for w in windows], dtype=np.int64)
-        result = pool_windows(window_logits, window_lse, report_index, len(texts))
-        log.debug(
-            "classified reports=%d windows=%d runs=%d ms=%.1f",
-            len(texts), len(windows), len(chunks), 1000 * (time.perf_counter() - started),
-        )
-        return result
+        return window_logits, window_lse, len(chunks)
 
     def predict(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities float32 [n, labels], labels int8 [n, labels]) with the model's thresholds."""

@@ -27,20 +27,23 @@ class ServingSettings:
     max_queue_delay_us: int
     max_windows_per_run: int
     max_cells_per_run: int
+    allow_spinning: bool
 
 
-# Two cores: one instance using both cores for onnxruntime; the queue delay lets requests that arrive
-# together share one onnxruntime call.
+# Two cores: two instances of one onnxruntime thread each, without spinning, so that both cores run
+# the whole request (tokenisation, rules, onnxruntime, pooling) in parallel. The int8 graph runs one
+# window per call anyway (daemon.inference.runtime), so batching buys little beyond fewer round trips.
 CPU_SETTINGS = ServingSettings(
     kind="KIND_CPU",
-    instances=1,
+    instances=2,
     variant="cpu",
     execution_providers="CPUExecutionProvider",
-    intra_op_threads=2,
+    intra_op_threads=1,
     max_batch_size=64,
-    max_queue_delay_us=5000,
-    max_windows_per_run=64,
+    max_queue_delay_us=1000,
+    max_windows_per_run=1,
     max_cells_per_run=8192,
+    allow_spinning=False,
 )
 GPU_SETTINGS = ServingSettings(
     kind="KIND_GPU",
@@ -52,6 +55,7 @@ GPU_SETTINGS = ServingSettings(
     max_queue_delay_us=2000,
     max_windows_per_run=256,
     max_cells_per_run=65536,
+    allow_spinning=True,
 )
 
 
@@ -66,6 +70,7 @@ def render_config(metadata: ModelMetadata, settings: ServingSettings) -> str:
         "intra_op_threads": str(settings.intra_op_threads),
         "max_windows_per_run": str(settings.max_windows_per_run),
         "max_cells_per_run": str(settings.max_cells_per_run),
+        "allow_spinning": "1" if settings.allow_spinning else "0",
     }
     n_labels = len(metadata.labels)
     lines = [

@@ -1,8 +1,8 @@
 """Export a trained WindowModel into a Triton model version folder.
 
 Writes, into triton_models/<name>/<version>/:
-  model.int8.onnx  fused graph, dynamically quantised to int8 (CPU serving; ~23 MB)
-  model.fp16.onnx  fused graph in fp16 with fp32 inputs/outputs (GPU serving; ~45 MB)
+  model.int8.onnx  fused graph, dynamically quantised to int8 (CPU serving, one window per call)
+  model.fp16.onnx  fused graph in fp16 with fp32 inputs/outputs (GPU serving)
   tokenizer.json, metadata.json
 and triton_models/<name>/config.pbtxt (CPU) and configs/gpu.pbtxt (GPU variant).
 """
@@ -85,30 +85,24 @@ def _optimized(path: Path, model: WindowModel, *, use_gpu: bool):  # -> onnxrunt
     )
 
 
-def quantize_cpu(fused: Path, target: Path, work_dir: Path) -> None:
-    """int8 weights with per-row activation quantisation, so a report's result does not depend on its batch.
+def quantize_cpu(fused: Path, target: Path) -> None:
+    """Dynamic int8 quantisation of the fused graph (QAttention, DynamicQuantizeMatMul, int8 embeddings).
 
-    Dynamic quantisation (QuantizeLinear per tensor) would scale each batch by its largest activation:
-    the same report would get different probabilities depending on what Triton batched it with, and
-    the trained model's outlier activations moved some probabilities by ~0.5. Instead the MatMuls
-    become MatMulNBits (8-bit weights in blocks of 128, int8 compute on each row's own scale), the
-    embedding table is stored int8, and attention stays fp32.
+    Dynamic quantisation scales activations per tensor, i.e. per onnxruntime call: over a batch of
+    windows, a report's result would depend on its batch-mates. The CPU runtime therefore runs this
+    graph one window per call (runtime.PER_WINDOW_VARIANTS), which makes every window's
+    scale its own and the result independent of how Triton batches requests; with no padding either,
+    one window per call is also the fastest way to run it on few cores.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    embedded = work_dir / "model.emb-int8.onnx"
     quantize_dynamic(
         fused,
-        embedded,
-        op_types_to_quantize=["EmbedLayerNormalization"],
+        target,
         weight_type=QuantType.QInt8,
         # The fused graph has contrib ops whose outputs shape inference cannot type.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(embedded)), bits=8, block_size=128, is_symmetric=True, accuracy_level=4)
-    quantizer.process()
-    quantizer.model.save_model_to_file(str(target), False)
 
 
 def export_variants(model: WindowModel, version_dir: Path, *, gpu: bool = True) -> None:
@@ -118,7 +112,7 @@ def export_variants(model: WindowModel, version_dir: Path, *, gpu: bool = True) 
         export_fp32(model, plain)
         fused = Path(tmp) / "model.fused.onnx"
         _optimized(plain, model, use_gpu=False).save_model_to_file(str(fused))
-        quantize_cpu(fused, version_dir / CPU_FILE, Path(tmp))
+        quantize_cpu(fused, version_dir / CPU_FILE)
         if gpu:
             fp16 = _optimized(plain, model, use_gpu=True)
             fp16.convert_float_to_float16(keep_io_types=True)
@@ -150,15 +144,24 @@ def torch_probabilities(model: WindowModel, tokenizer: ReportTokenizer, texts: S
     return torch.sigmoid(report).numpy()
 
 
-def onnx_probabilities(path: Path, tokenizer: ReportTokenizer, texts: Sequence[str], metadata: ModelMetadata) -> np.ndarray:
+def onnx_probabilities(
+    path: Path, tokenizer: ReportTokenizer, texts: Sequence[str], metadata: ModelMetadata, *, per_window: bool = False
+) -> np.ndarray:
+    """Transformer probabilities of an ONNX graph: all windows padded into one call, or one call per window."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     windows = tokenizer.windows(texts, metadata.window)
-    batch = batch_windows(windows, len(texts), tokenizer.special.pad)
-    feeds = dict(zip(ONNX_INPUTS, (batch.input_ids, batch.attention_mask, batch.pool_mask)))
-    logits, lse = session.run(list(ONNX_OUTPUTS), feeds)
-    return sigmoid(pool_windows(logits, lse, batch.report_index, len(texts)))
+    groups = [[window] for window in windows] if per_window else [windows]
+    outputs = []
+    for group in groups:
+        batch = batch_windows(group, len(texts), tokenizer.special.pad)
+        feeds = dict(zip(ONNX_INPUTS, (batch.input_ids, batch.attention_mask, batch.pool_mask)))
+        outputs.append(session.run(list(ONNX_OUTPUTS), feeds))
+    logits = np.concatenate([logits for logits, _ in outputs])
+    lse = np.concatenate([lse for _, lse in outputs])
+    report_index = np.asarray([window.report for window in windows], dtype=np.int64)
+    return sigmoid(pool_windows(logits, lse, report_index, len(texts)))
 
 
 def check_parity(model: WindowModel, version_dir: Path, metadata: ModelMetadata, texts: Sequence[str]) -> ParityReport:
@@ -169,7 +172,8 @@ def check_parity(model: WindowModel, version_dir: Path, metadata: ModelMetadata,
         plain = Path(tmp) / "model.fp32.onnx"
         export_fp32(model, plain)
         fp32 = float(np.abs(onnx_probabilities(plain, tokenizer, texts, metadata) - expected).max())
-    int8_diff = np.abs(onnx_probabilities(version_dir / CPU_FILE, tokenizer, texts, metadata) - expected)
+    int8 = onnx_probabilities(version_dir / CPU_FILE, tokenizer, texts, metadata, per_window=True)
+    int8_diff = np.abs(int8 - expected)
     report = ParityReport(fp32_max_abs=fp32, int8_max_abs=float(int8_diff.max()), int8_mean_abs=float(int8_diff.mean()))
     log.info("parity %s", report)
     if fp32 > FP32_TOLERANCE or report.int8_mean_abs > INT8_MEAN_TOLERANCE:

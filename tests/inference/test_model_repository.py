@@ -84,13 +84,31 @@ def test_local_classifier_labels_reports(classifier: LocalClassifier, metadata: 
 
 
 def test_local_classifier_is_deterministic_and_batch_independent(classifier: LocalClassifier) -> None:
-    texts = ["Old left MCA infarct with encephalomalacia.", "Mild generalised atrophy. " * 150, "Normal."]
+    texts = [
+        "Old left MCA infarct with encephalomalacia.",
+        "Mild generalised atrophy. " * 150,  # several windows
+        "Normal.",
+        "Large enhancing right frontal mass with surrounding oedema. " * 3,
+    ]
     together = classifier.probabilities_sync(texts)
     assert np.array_equal(together, classifier.probabilities_sync(texts))
+    # The int8 graph quantises activations per onnxruntime call and runs one window per call, so a
+    # report's probabilities are the same bit for bit whatever it is batched with, and in any order.
     alone = np.vstack([classifier.probabilities_sync([text]) for text in texts])
-    # Dynamic int8 quantisation takes each activation's scale from the whole run, so a report's
-    # probabilities move slightly with its batch mates; the fp32 export is batch-independent to 1e-6.
-    assert np.allclose(together, alone, atol=1e-2)
+    assert np.array_equal(together, alone)
+    shuffled = classifier.probabilities_sync(texts[::-1] + texts[:1])
+    assert np.array_equal(shuffled[:-1][::-1], together)
+    assert np.array_equal(shuffled[-1], together[0])
+
+
+def test_cpu_settings_run_two_single_threaded_instances_one_window_per_call() -> None:
+    from daemon.inference.runtime import PER_WINDOW_VARIANTS
+
+    assert CPU_SETTINGS.variant in PER_WINDOW_VARIANTS and GPU_SETTINGS.variant not in PER_WINDOW_VARIANTS
+    assert (CPU_SETTINGS.instances, CPU_SETTINGS.intra_op_threads, CPU_SETTINGS.allow_spinning) == (2, 1, False)
+    text = (MODEL_DIR / "config.pbtxt").read_text()
+    assert "instance_group [ { count: 2 kind: KIND_CPU } ]" in text
+    assert 'key: "allow_spinning" value: { string_value: "0" }' in text
 
 
 def test_local_classifier_async_interface(classifier: LocalClassifier) -> None:

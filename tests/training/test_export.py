@@ -117,3 +117,36 @@ def test_augmentation_keeps_findings_and_clinical_headings() -> None:
     # Dropping headings keeps the clinical question marked as such.
     dropped = drop_headings(text)
     assert "Clinical details: Known MS." in dropped and "Findings:" not in dropped and "Conclusion:" not in dropped
+
+
+def test_int8_export_run_one_window_per_call_is_batch_independent_and_close_to_torch(small_model, tmp_path: Path) -> None:
+    import shutil
+
+    from daemon.inference.metadata import TOKENIZER_FILE
+    from daemon.inference.runtime import OnnxReportModel
+    from daemon.training.export import CPU_FILE, export_variants
+
+    spec = WindowSpec(max_tokens=64, overlap=16)  # several windows for the long text
+    version_dir = tmp_path / "1"
+    export_variants(small_model, version_dir, gpu=False)
+    shutil.copyfile(pretrained_encoder_dir() / "tokenizer.json", version_dir / TOKENIZER_FILE)
+    metadata = ModelMetadata(
+        name="test", version="1", release="t", labels=LABEL_KEYS, thresholds={k: 0.5 for k in LABEL_KEYS},
+        threshold_rule="f1", window=spec, onnx_files={"cpu": CPU_FILE}, encoder="test",
+    )
+    metadata.save(version_dir)
+    served = OnnxReportModel(version_dir)
+    together = served.probabilities(TEXTS)
+    alone = np.vstack([served.probabilities([text]) for text in TEXTS])
+    assert np.array_equal(together, alone)
+    assert np.array_equal(served.probabilities(TEXTS[::-1])[::-1], together)
+    tokenizer = ReportTokenizer(version_dir / TOKENIZER_FILE)
+    expected = torch_probabilities(small_model, tokenizer, TEXTS, metadata)
+    # The test head's large random weights magnify int8 error (the trained model's mean is ~0.01).
+    assert np.abs(together - expected).mean() < 0.1
+    # A whole batch in one call is *not* batch-independent under dynamic quantisation; the runtime
+    # must not do that with this graph.
+    batched = onnx_probabilities(version_dir / CPU_FILE, tokenizer, TEXTS, metadata)
+    per_window = onnx_probabilities(version_dir / CPU_FILE, tokenizer, TEXTS, metadata, per_window=True)
+    assert np.allclose(per_window, together, atol=1e-6)
+    assert not np.array_equal(batched, per_window)

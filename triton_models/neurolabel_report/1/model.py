@@ -51,6 +51,7 @@ class TritonPythonModel:
             intra_op_threads=int(parameters.get("intra_op_threads", "0")),
             max_windows_per_run=int(parameters.get("max_windows_per_run", "64")),
             max_cells_per_run=int(parameters.get("max_cells_per_run", "8192")),
+            allow_spinning=parameters.get("allow_spinning", "1") != "0",
         )
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.model = OnnxReportModel(version_dir, options)
