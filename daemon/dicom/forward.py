@@ -13,6 +13,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pynetdicom import AE
 from pynetdicom.association import Association
@@ -82,6 +83,7 @@ def _send_batch(
         reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
         raise ForwardError(f"association with {destination} {reason}")
     _no_delay(assoc)
+    keep_responses(assoc)
     sent = warnings = 0
     failures: list[str] = []
     try:
@@ -116,6 +118,28 @@ def _no_delay(assoc: Association) -> None:
     raw = getattr(getattr(assoc.dul, "socket", None), "socket", None)
     if isinstance(raw, socket.socket):
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def keep_responses(assoc: Association) -> None:
+    """Give a response that pynetdicom's reactor thread took back to the request waiting for it.
+
+    Before each request, `send_c_store` pauses the association's reactor thread with a handshake that has a
+    gap: the reactor can be let through its checkpoint just before the pause, and then take the response off
+    the DIMSE queue itself (a loaded machine, where threads wait for the GIL, makes that likely). It drops it
+    as "Received unexpected C-STORE service message", and `send_c_store` waits out the whole DIMSE timeout
+    (30 s) for a response that came in milliseconds (pynetdicom issue 850). This association only sends
+    requests, so the reactor never has a request to serve: whatever response it takes is put back on the
+    queue, where `send_c_store` finds it.
+    """
+    serve = assoc._serve_request
+
+    def serve_or_give_back(message: Any, context_id: int) -> None:
+        if message.is_valid_response:
+            assoc.dimse.msg_queue.put((context_id, message))
+            return
+        serve(message, context_id)
+
+    assoc._serve_request = serve_or_give_back  # type: ignore[method-assign]
 
 
 def _accepted_pairs(assoc: Association) -> set[tuple[str, str]]:
