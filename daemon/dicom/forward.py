@@ -48,22 +48,65 @@ def send_files(
     timeout_seconds: float,
 ) -> SendOutcome:
     """Send every file; raise ForwardError listing what did not arrive."""
-    pairs = list(dict.fromkeys((sop_class, syntax) for _, sop_class, syntax in files))
-    sent = warnings = 0
-    failures: list[str] = []
+    (outcome,) = send_groups([files], destination, calling_ae_title=calling_ae_title, timeout_seconds=timeout_seconds)
+    if isinstance(outcome, ForwardError):
+        raise outcome
+    return outcome
+
+
+def send_groups(
+    groups: Sequence[Sequence[StoredFile]],
+    destination: AeAddress,
+    *,
+    calling_ae_title: str,
+    timeout_seconds: float,
+) -> list[SendOutcome | ForwardError]:
+    """Send the files of several groups (studies) over one association; per group, what arrived or why not.
+
+    One association for many studies saves its setup and release per study (most of a one-study forward's
+    time). A group whose files all arrived gets its SendOutcome; one that lost any gets a ForwardError naming
+    them (or the association's failure), so each study's forward job succeeds or retries on its own.
+    """
+    items = [(index, item) for index, files in enumerate(groups) for item in files]
+    pairs = list(dict.fromkeys((sop_class, syntax) for _, (_, sop_class, syntax) in items))
+    results: dict[int, _Result] = {}
+    broken: dict[int, ForwardError] = {}
     for start in range(0, len(pairs), MAX_CONTEXTS):
         chunk = set(pairs[start : start + MAX_CONTEXTS])
-        batch = [item for item in files if (item[1], item[2]) in chunk]
-        chunk_sent, chunk_warnings, chunk_failures = _send_batch(
-            batch, sorted(chunk), destination, calling_ae_title, timeout_seconds
-        )
-        sent += chunk_sent
-        warnings += chunk_warnings
-        failures.extend(chunk_failures)
-    if failures:
-        shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
-        raise ForwardError(f"{len(failures)} of {len(files)} object(s) not stored at {destination}: {shown}")
-    return SendOutcome(sent, warnings)
+        batch = [(position, item) for position, (_, item) in enumerate(items) if (item[1], item[2]) in chunk]
+        try:
+            found = _send_batch([item for _, item in batch], sorted(chunk), destination, calling_ae_title,
+                                timeout_seconds)
+        except ForwardError as exc:
+            for position, _ in batch:
+                broken.setdefault(items[position][0], exc)
+            continue
+        for (position, _), result in zip(batch, found):
+            results[position] = result
+    by_group: dict[int, list[_Result]] = {}
+    for position, (owner, _) in enumerate(items):
+        if position in results:
+            by_group.setdefault(owner, []).append(results[position])
+    outcomes: list[SendOutcome | ForwardError] = []
+    for index, files in enumerate(groups):
+        if index in broken:
+            outcomes.append(broken[index])
+            continue
+        mine = by_group.get(index, [])
+        failures = [result.failure for result in mine if result.failure]
+        if failures:
+            shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
+            error = f"{len(failures)} of {len(files)} object(s) not stored at {destination}: {shown}"
+            outcomes.append(ForwardError(error))
+        else:
+            outcomes.append(SendOutcome(len(mine), sum(1 for result in mine if result.warning)))
+    return outcomes
+
+
+@dataclass(frozen=True)
+class _Result:
+    failure: str = ""  # why the file did not arrive; "" when it did
+    warning: bool = False
 
 
 def _send_batch(
@@ -72,7 +115,8 @@ def _send_batch(
     destination: AeAddress,
     calling_ae_title: str,
     timeout_seconds: float,
-) -> tuple[int, int, list[str]]:
+) -> list[_Result]:
+    """Per file, in order, what became of it; ForwardError when the association cannot be established."""
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_seconds
     ae.connection_timeout = timeout_seconds
@@ -84,33 +128,30 @@ def _send_batch(
         raise ForwardError(f"association with {destination} {reason}")
     _no_delay(assoc)
     keep_responses(assoc)
-    sent = warnings = 0
-    failures: list[str] = []
+    results: list[_Result] = []
     try:
         accepted = _accepted_pairs(assoc)
         for path, sop_class, syntax in files:
+            if not assoc.is_established:
+                results.append(_Result(f"{path.name}: not sent, the association was lost"))
+                continue
             if (sop_class, syntax) not in accepted:
-                failures.append(f"{path.name}: {destination} does not accept SOP class {sop_class} in {syntax}")
+                results.append(_Result(f"{path.name}: {destination} does not accept SOP class {sop_class} in {syntax}"))
                 continue
             response = assoc.send_c_store(path)
             status = response.get("Status") if response else None
             if status is None:
-                failures.append(f"{path.name}: no response (association lost or timed out)")
-                if not assoc.is_established:
-                    break
+                results.append(_Result(f"{path.name}: no response (association lost or timed out)"))
                 continue
             category = code_to_category(int(status))
-            if category == STATUS_SUCCESS:
-                sent += 1
-            elif category == STATUS_WARNING:
-                sent += 1
-                warnings += 1
+            if category in (STATUS_SUCCESS, STATUS_WARNING):
+                results.append(_Result(warning=category == STATUS_WARNING))
             else:
-                failures.append(f"{path.name}: status 0x{int(status):04X} ({category})")
+                results.append(_Result(f"{path.name}: status 0x{int(status):04X} ({category})"))
     finally:
         if assoc.is_established:
             assoc.release()
-    return sent, warnings, failures
+    return results
 
 
 def _no_delay(assoc: Association) -> None:

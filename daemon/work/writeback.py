@@ -48,7 +48,7 @@ from sqlalchemy import Connection
 
 from daemon.audit import trail
 from daemon.config import AeAddress, Config, parse_ae_address
-from daemon.dicom.forward import ForwardError, send_files
+from daemon.dicom.forward import ForwardError, SendOutcome, send_groups
 from daemon.dicom.private_tags import apply_label_tags, apply_withdrawn_tags, as_utc, carries_labels
 from daemon.dicom.sr import COMPREHENSIVE_SR_SOP_CLASS, SERIES_DESCRIPTION, SR_SERIES_NUMBER, sr_identity
 from daemon.dicom.sr_template import SrEncoder
@@ -60,7 +60,7 @@ from daemon.store.database import Database
 from daemon.store.locks import cluster_lock
 from daemon.store.queue import Job
 from daemon.store.schema import instances, series, studies, study_labels, writebacks
-from daemon.work.runner import Handler, JobFailed
+from daemon.work.runner import BatchHandler, Handler, JobFailed
 
 if TYPE_CHECKING:
     from daemon.app import Services
@@ -72,6 +72,8 @@ FORWARD = "forward"
 ACTION_LABELS = "labels"
 ACTION_WITHDRAWN = "withdrawn"
 LOCK_STRIPES = 64
+# Forward jobs handled together: one association per destination for all their studies.
+FORWARD_BATCH_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,13 @@ class StudyLocks:
 # --- job handlers ---------------------------------------------------------------------
 
 
-def writeback_handlers(services: Services) -> dict[str, Handler]:
-    """{"writeback": ..., "forward": ...} for the JobRunner; each runs its blocking work in a thread."""
+def writeback_handlers(services: Services) -> dict[str, Handler | BatchHandler]:
+    """{"writeback": ..., "forward": ...} for the JobRunner; each runs its blocking work in a thread.
+
+    Forward jobs come in batches: the studies of a batch go to each destination over one association, and
+    each job succeeds or retries on its own. Two batches may run at once, so one slow destination does not
+    hold up every other.
+    """
     locks = StudyLocks()
     encoder = SrEncoder()
 
@@ -118,11 +125,17 @@ def writeback_handlers(services: Services) -> dict[str, Handler]:
         with metrics.outcome(metrics.writebacks):
             await asyncio.to_thread(run_writeback_job, services, job, locks, encoder)
 
-    async def handle_forward(job: Job) -> None:
-        with metrics.outcome(metrics.forwards, destination=str(job.payload.get("destination", "?"))):
-            await asyncio.to_thread(run_forward_job, services, job)
+    async def handle_forwards(jobs: Sequence[Job]) -> Mapping[int, BaseException]:
+        errors = await asyncio.to_thread(run_forward_jobs, services, jobs)
+        for job in jobs:
+            outcome = "failure" if job.id in errors else "success"
+            metrics.forwards.labels(destination=str(job.payload.get("destination", "?")), outcome=outcome).inc()
+        return errors
 
-    return {WRITEBACK: handle_writeback, FORWARD: handle_forward}
+    return {
+        WRITEBACK: handle_writeback,
+        FORWARD: BatchHandler(handle_forwards, batch_size=FORWARD_BATCH_SIZE, max_in_flight=2),
+    }
 
 
 def run_writeback_job(
@@ -148,21 +161,31 @@ def run_writeback_job(
     return result
 
 
-def run_forward_job(services: Services, job: Job) -> ForwardResult:
-    payload = job.payload
-    try:
-        destination = parse_ae_address("forward destination", str(payload["destination"]))
-        study_uid = str(payload["study_instance_uid"])
-    except Exception as exc:  # noqa: BLE001 - a malformed payload cannot succeed later
-        raise JobFailed(f"bad forward payload {dict(payload)}: {exc}") from None
-    return forward_study(
-        services.config,
-        services.database,
-        study_uid,
-        destination,
-        study_label_id=payload.get("study_label_id"),
-        actor=services.config.writeback.calling_ae_title,
-    )
+def run_forward_jobs(services: Services, jobs: Sequence[Job]) -> dict[int, BaseException]:
+    """Forward the studies of `jobs`, per destination over one association; {job id: why} for those that failed."""
+    errors: dict[int, BaseException] = {}
+    by_destination: dict[AeAddress, list[tuple[Job, ForwardRequest]]] = defaultdict(list)
+    for job in jobs:
+        payload = job.payload
+        try:
+            destination = parse_ae_address("forward destination", str(payload["destination"]))
+            request = ForwardRequest(str(payload["study_instance_uid"]), payload.get("study_label_id"))
+        except Exception as exc:  # noqa: BLE001 - a malformed payload cannot succeed later
+            errors[job.id] = JobFailed(f"bad forward payload {dict(payload)}: {exc}")
+            continue
+        by_destination[destination].append((job, request))
+    for destination, pending in by_destination.items():
+        try:
+            outcomes = forward_studies(
+                services.config, services.database, destination, [request for _, request in pending],
+                actor=services.config.writeback.calling_ae_title,
+            )
+        except Exception as exc:  # noqa: BLE001 - every job of the destination retries
+            outcomes = [exc] * len(pending)
+        for (job, _), outcome in zip(pending, outcomes):
+            if isinstance(outcome, BaseException):
+                errors[job.id] = outcome
+    return errors
 
 
 # --- write-back -----------------------------------------------------------------------
@@ -663,6 +686,12 @@ def _remove_quietly(path: Path) -> None:
 # --- forwarding -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ForwardRequest:
+    study_instance_uid: str
+    study_label_id: object = None
+
+
 def forward_study(
     config: Config,
     database: Database,
@@ -673,54 +702,82 @@ def forward_study(
     actor: str | None = None,
 ) -> ForwardResult:
     """C-STORE the study's files (instances first, then the SR) to `destination`; raise ForwardError on failure."""
+    (outcome,) = forward_studies(
+        config, database, destination, [ForwardRequest(study_instance_uid, study_label_id)], actor=actor
+    )
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def forward_studies(
+    config: Config,
+    database: Database,
+    destination: AeAddress,
+    requests: Sequence[ForwardRequest],
+    *,
+    actor: str | None = None,
+) -> list[ForwardResult | Exception]:
+    """C-STORE the files of each requested study (its instances, then its SR) to `destination` over one
+    association; per request its ForwardResult, or the ForwardError of its study. An audit event each."""
     started = time.perf_counter()
+    uids = sorted({request.study_instance_uid for request in requests})
     with database.connect() as connection:
         rows = connection.execute(
-            sa.select(instances.c.sop_class_uid, instances.c.transfer_syntax_uid, instances.c.path)
-            .where(instances.c.study_instance_uid == study_instance_uid)
-            .order_by(instances.c.generated, instances.c.id)
+            sa.select(instances.c.study_instance_uid, instances.c.sop_class_uid, instances.c.transfer_syntax_uid,
+                      instances.c.path)
+            .where(instances.c.study_instance_uid.in_(uids))
+            .order_by(instances.c.study_instance_uid, instances.c.generated, instances.c.id)
         ).all()
-    files = [(config.storage.path / row.path, row.sop_class_uid, row.transfer_syntax_uid) for row in rows]
-    identifiers: Mapping[str, object] = {
-        "study_instance_uid": study_instance_uid,
-        "destination": str(destination),
-        "study_label_id": study_label_id,
-    }
-    try:
-        if not files:
-            raise ForwardError(f"study {study_instance_uid} has no stored files")
-        outcome = send_files(
-            files,
-            destination,
-            calling_ae_title=config.writeback.calling_ae_title,
-            timeout_seconds=config.writeback.forward_timeout_seconds,
-        )
-    except Exception as exc:
-        with database.begin() as connection:
+    files: dict[str, list[tuple[Path, str, str]]] = defaultdict(list)
+    for row in rows:
+        stored = (config.storage.path / row.path, row.sop_class_uid, row.transfer_syntax_uid)
+        files[row.study_instance_uid].append(stored)
+    outcomes: list[SendOutcome | Exception] = [
+        ForwardError(f"study {request.study_instance_uid} has no stored files") for request in requests
+    ]
+    sending = [index for index, request in enumerate(requests) if files.get(request.study_instance_uid)]
+    if sending:
+        try:
+            sent = send_groups(
+                [files[requests[index].study_instance_uid] for index in sending],
+                destination,
+                calling_ae_title=config.writeback.calling_ae_title,
+                timeout_seconds=config.writeback.forward_timeout_seconds,
+            )
+        except Exception as exc:  # noqa: BLE001 - recorded for every study below
+            sent = [exc] * len(sending)
+        for index, outcome in zip(sending, sent):
+            outcomes[index] = outcome
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    results: list[ForwardResult | Exception] = []
+    with database.begin() as connection:
+        for request, outcome in zip(requests, outcomes):
+            identifiers: Mapping[str, object] = {
+                "study_instance_uid": request.study_instance_uid,
+                "destination": str(destination),
+                "study_label_id": request.study_label_id,
+            }
+            if isinstance(outcome, Exception):
+                trail.record(connection, "writeback.forward", trail.FAILURE, actor=actor, identifiers=identifiers,
+                             duration_ms=elapsed_ms, detail=str(outcome))
+                results.append(outcome)
+                continue
             trail.record(
                 connection,
                 "writeback.forward",
-                trail.FAILURE,
+                trail.SUCCESS,
                 actor=actor,
                 identifiers=identifiers,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                detail=str(exc),
+                duration_ms=elapsed_ms,
+                detail=f"{outcome.sent} object(s) stored"
+                + (f", {outcome.warnings} with warnings" if outcome.warnings else ""),
             )
-        raise
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    with database.begin() as connection:
-        trail.record(
-            connection,
-            "writeback.forward",
-            trail.SUCCESS,
-            actor=actor,
-            identifiers=identifiers,
-            duration_ms=elapsed_ms,
-            detail=f"{outcome.sent} object(s) stored"
-            + (f", {outcome.warnings} with warnings" if outcome.warnings else ""),
-        )
-    log.info(
-        "forward study %s to %s: %d object(s) in %.0f ms", study_instance_uid, destination, outcome.sent, elapsed_ms
-    )
-    return ForwardResult(str(destination), outcome.sent, outcome.warnings)
-
+            results.append(ForwardResult(str(destination), outcome.sent, outcome.warnings))
+    for request, result in zip(requests, results):
+        if isinstance(result, ForwardResult):  # failures: the runner logs the job's retry
+            log.info(
+                "forward study %s to %s: %d object(s) in %.0f ms (%d studies over one association)",
+                request.study_instance_uid, destination, result.sent, elapsed_ms, len(requests),
+            )
+    return results

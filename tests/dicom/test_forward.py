@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from pydicom.data import get_testdata_file
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from daemon.dicom.forward import keep_responses
+from daemon.config import AeAddress
+from daemon.dicom.forward import ForwardError, SendOutcome, keep_responses, send_groups
 from tests.peers.orthanc import OrthancServer, orthanc, orthanc_server  # noqa: F401  (fixtures)
 
 
@@ -64,3 +66,34 @@ def test_a_response_the_reactor_took_reaches_the_request(
         assert status.Status == 0x0000 and elapsed < 3
     else:  # the race as pynetdicom has it: the response is dropped and the request times out
         assert "Status" not in status
+
+
+def test_groups_share_an_association_and_fail_alone(orthanc: OrthancServer, tmp_path: Path) -> None:  # noqa: F811
+    """Three studies in one call: the one Orthanc cannot take fails by itself, the others arrive."""
+    paths = []
+    for index, sop_class in enumerate(("", "1.2.826.0.1.3680043.8.498.999", "")):
+        dataset = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+        dataset.StudyInstanceUID = f"1.2.826.0.1.3680043.8.498.77.{index}"
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = f"1.2.826.0.1.3680043.8.498.78.{index}"
+        if sop_class:  # a SOP class Orthanc does not accept
+            dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = sop_class
+        paths.append(tmp_path / f"{index}.dcm")
+        dataset.save_as(paths[-1])
+    datasets = [pydicom.dcmread(path) for path in paths]
+    groups = [[(path, str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID))] for path, d in zip(paths, datasets)]
+    destination = AeAddress(orthanc.aet, "127.0.0.1", orthanc.dicom_port)
+    first, rejected, last = send_groups(groups, destination, calling_ae_title="NEUROLABEL", timeout_seconds=10)
+    assert first == SendOutcome(1, 0) and last == SendOutcome(1, 0)
+    assert isinstance(rejected, ForwardError) and "does not accept" in str(rejected)
+    assert len(orthanc.find("Study")) == 2
+
+
+def test_an_unreachable_destination_fails_every_group() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = int(probe.getsockname()[1])
+    path = Path(get_testdata_file("MR_small.dcm"))
+    files = [(path, "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.1")]
+    outcomes = send_groups([files, files], AeAddress("NOBODY", "127.0.0.1", closed), calling_ae_title="NEUROLABEL",
+                           timeout_seconds=2)
+    assert all(isinstance(outcome, ForwardError) and "association" in str(outcome) for outcome in outcomes)
