@@ -271,8 +271,11 @@ def test_batch_lookups_use_the_indexes(tmp_path: Any) -> None:
         with database.connect() as connection:
             plans = []
             for statement, parameters in (
-                (intake_module._ACCEPTED_FROM_SENDER, {"application": "A", "facility": "F", "control_ids": ["1", "2"]}),
-                (intake_module._REPORTS_WITH_ACCESSIONS, {"accessions": ["X", "Y"]}),
+                (intake_module._ACCEPTED_FROM_SENDER, {"application": "A", "facility": "F", "control_id": "1"}),
+                # As many accessions as a full batch of 8 connections brings (an IN list of 5 or more control
+                # ids made SQLite pick the status index and read every accepted message).
+                (intake_module._REPORTS_WITH_ACCESSIONS, {"accessions": [f"X{i}" for i in range(8)]}),
+                (intake_module._REPORTS_WITH_ACCESSIONS, {"accessions": [f"X{i}" for i in range(256)]}),
             ):
                 sql = str(
                     statement.params(**parameters).compile(
@@ -283,4 +286,4 @@ def test_batch_lookups_use_the_indexes(tmp_path: Any) -> None:
     finally:
         database.dispose()
     assert "uq_hl7_messages_accepted_control_id" in plans[0]
-    assert "ix_reports_accession_number" in plans[1]
+    assert "ix_reports_accession_number" in plans[1] and "ix_reports_accession_number" in plans[2]

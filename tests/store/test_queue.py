@@ -247,3 +247,33 @@ def test_recovery_skips_rows_locked_by_a_live_transaction(database: Database) ->
     assert result == [{"classify": 1}]
     assert _state(database, locked.id).state == queue.RUNNING
     assert queue.recover_expired(database) == {"classify": 1}
+
+
+def test_enqueue_many_skips_active_and_repeated_keys_in_order(database: Database) -> None:
+    first = _enqueue(database, "classify", "report-1", report_id=1)
+    with database.begin() as connection:
+        queue.enqueue_many(
+            connection,
+            [
+                ("classify", "report-1", {"report_id": 1}),  # already pending
+                ("classify", "report-2", {"report_id": 2}),
+                ("withdraw", "report-1", {"report_id": 1}),  # another kind: a job of its own
+                ("classify", "report-2", {"report_id": 2}),  # repeated in the same call
+                ("classify", "report-3", {"report_id": 3}),
+            ],
+        )
+        queue.enqueue_many(connection, [])
+    with database.connect() as connection:
+        rows = connection.execute(sa.select(jobs).order_by(jobs.c.id)).all()
+    assert [(r.kind, r.key, r.payload, r.state, r.attempts) for r in rows] == [
+        ("classify", "report-1", {"report_id": 1}, "pending", 0),
+        ("classify", "report-2", {"report_id": 2}, "pending", 0),
+        ("withdraw", "report-1", {"report_id": 1}, "pending", 0),
+        ("classify", "report-3", {"report_id": 3}, "pending", 0),
+    ]
+    assert rows[0].id == first and rows[1].not_before.tzinfo is not None
+    [job] = queue.claim(database, ["withdraw"], "a")
+    with database.begin() as connection:
+        queue.complete(connection, job)
+        queue.enqueue_many(connection, [("withdraw", "report-1", {"report_id": 1})])  # finished: queued again
+    assert queue.depths(database)["withdraw"] == {"done": 1, "pending": 1}
