@@ -55,6 +55,7 @@ from daemon.dicom.sr_template import SrEncoder
 from daemon.dicom.storage import sync_directories, sync_directory
 from daemon.dicom.uids import instance_path
 from daemon.labels import LabelRecord
+from daemon.ops.metrics import FAILURE, SUCCESS
 from daemon.store import queue
 from daemon.store.database import Database
 from daemon.store.locks import cluster_lock
@@ -74,6 +75,8 @@ ACTION_WITHDRAWN = "withdrawn"
 LOCK_STRIPES = 64
 # Forward jobs handled together: one association per destination for all their studies.
 FORWARD_BATCH_SIZE = 16
+# Write-back jobs taken per claim (each still written and recorded in its own transaction).
+WRITEBACK_BATCH_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -112,30 +115,46 @@ class StudyLocks:
 def writeback_handlers(services: Services) -> dict[str, Handler | BatchHandler]:
     """{"writeback": ..., "forward": ...} for the JobRunner; each runs its blocking work in a thread.
 
-    Forward jobs come in batches: the studies of a batch go to each destination over one association, and
-    each job succeeds or retries on its own. Two batches may run at once, so one slow destination does not
-    hold up every other.
+    Both come in batches, two batches of a kind at most at once. A write-back batch is one claim and one
+    thread hop for up to WRITEBACK_BATCH_SIZE studies, each written and recorded (its job completed) in its
+    own transaction as before. The studies of a forward batch go to each destination over one association;
+    each job succeeds or retries on its own, so one slow destination does not hold up every other.
     """
     locks = StudyLocks()
     encoder = SrEncoder()
 
     metrics = services.metrics
 
-    async def handle_writeback(job: Job) -> None:
-        with metrics.outcome(metrics.writebacks):
-            await asyncio.to_thread(run_writeback_job, services, job, locks, encoder)
+    async def handle_writebacks(jobs: Sequence[Job]) -> Mapping[int, BaseException]:
+        errors = await asyncio.to_thread(run_writeback_jobs, services, jobs, locks, encoder)
+        for job in jobs:
+            metrics.writebacks.labels(outcome=FAILURE if job.id in errors else SUCCESS).inc()
+        return errors
 
     async def handle_forwards(jobs: Sequence[Job]) -> Mapping[int, BaseException]:
         errors = await asyncio.to_thread(run_forward_jobs, services, jobs)
         for job in jobs:
-            outcome = "failure" if job.id in errors else "success"
+            outcome = FAILURE if job.id in errors else SUCCESS
             metrics.forwards.labels(destination=str(job.payload.get("destination", "?")), outcome=outcome).inc()
         return errors
 
     return {
-        WRITEBACK: handle_writeback,
+        WRITEBACK: BatchHandler(handle_writebacks, batch_size=WRITEBACK_BATCH_SIZE, max_in_flight=2),
         FORWARD: BatchHandler(handle_forwards, batch_size=FORWARD_BATCH_SIZE, max_in_flight=2),
     }
+
+
+def run_writeback_jobs(
+    services: Services, jobs: Sequence[Job], locks: StudyLocks, encoder: SrEncoder
+) -> dict[int, BaseException]:
+    """Each job's write-back in turn; {job id: what it raised} for those that did not succeed."""
+    errors: dict[int, BaseException] = {}
+    for job in jobs:
+        try:
+            run_writeback_job(services, job, locks, encoder)
+        except Exception as exc:  # noqa: BLE001 - the runner retries or fails this job
+            errors[job.id] = exc
+    return errors
 
 
 def run_writeback_job(
