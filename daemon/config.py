@@ -34,10 +34,12 @@ class DaemonConfig:
     log_format: str = "text"
     drain_seconds: float = 30.0
     instance_name: str = ""
+    event_loop: str = "auto"
 
     def validate(self) -> None:
         _one_of("daemon.log_level", self.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
         _one_of("daemon.log_format", self.log_format, ("text", "json"))
+        _one_of("daemon.event_loop", self.event_loop, ("auto", "uvloop", "asyncio"))
         _positive("daemon.drain_seconds", self.drain_seconds)
 
 

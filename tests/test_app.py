@@ -6,7 +6,9 @@ import asyncio
 import json
 import urllib.request
 
-from daemon.app import serve, start_daemon, stop_daemon
+import pytest
+
+from daemon.app import event_loop_factory, serve, start_daemon, stop_daemon
 from daemon.config import Config
 from daemon.ops.http import HttpEndpoint
 
@@ -44,3 +46,16 @@ def _get_json(url: str) -> dict:
 def _get_text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.read().decode()
+
+
+def test_event_loop_choice() -> None:
+    assert event_loop_factory("asyncio") is None
+    uvloop = pytest.importorskip("uvloop")
+    for choice in ("auto", "uvloop"):
+        factory = event_loop_factory(choice)
+        assert factory is not None
+        loop = factory()
+        try:
+            assert isinstance(loop, uvloop.Loop)
+        finally:
+            loop.close()

@@ -60,6 +60,7 @@ def test_good_files(text: str, check) -> None:  # type: ignore[no-untyped-def]
 
 BAD = [
     ("[hl7]\nprot = 2575\n", "unknown key 'hl7.prot' (did you mean hl7.port?)", 2),
+    ('[daemon]\nevent_loop = "trio"\n', "'daemon.event_loop' must be one of auto, uvloop, asyncio", 2),
     ("[nosuch]\nx = 1\n", "unknown key 'nosuch'", 1),
     ("[hl7]\nport = \"2575\"\n", "'hl7.port' must be an integer", 2),
     ("[hl7]\nport = 70000\n", "'hl7.port' must be a TCP port", 2),
