@@ -197,13 +197,22 @@ def complete(connection: Connection, job: Job | int) -> None:
 
     Completing twice (the handler in its own transaction, then the runner) is harmless.
     """
-    result = connection.execute(
-        jobs.update()
-        .where(_owned(job, (RUNNING, DONE)))
-        .values(state=DONE, finished_at=utcnow(), last_error=None, lease_expires_at=None)
-    )
-    if isinstance(job, Job) and job.claimed_by and not result.rowcount:
-        raise LeaseLost(f"job {job.id} is no longer held by {job.claimed_by}")
+    if isinstance(job, Job) and job.claimed_by:
+        owned = {"job_id": job.id, "owner": job.claimed_by, "done_at": utcnow()}
+        if not connection.execute(_COMPLETE_OWNED, owned).rowcount:
+            raise LeaseLost(f"job {job.id} is no longer held by {job.claimed_by}")
+        return
+    connection.execute(_COMPLETE, {"job_id": _job_id(job), "done_at": utcnow()})
+
+
+# complete's two statements, built once: SQLAlchemy then finds them in its compiled cache at once (a statement
+# built per call costs its cache key, ~0.3 ms of CPU, on every job).
+_COMPLETE = (
+    jobs.update()
+    .where(jobs.c.id == sa.bindparam("job_id"))
+    .values(state=DONE, finished_at=sa.bindparam("done_at"), last_error=None, lease_expires_at=None)
+)
+_COMPLETE_OWNED = _COMPLETE.where(jobs.c.claimed_by == sa.bindparam("owner"), jobs.c.state.in_((RUNNING, DONE)))
 
 
 def retry_later(
