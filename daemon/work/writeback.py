@@ -512,9 +512,10 @@ def _evidence(dataset: Dataset, *, full: bool) -> Dataset:
     """What the SR needs of an instance: every attribute but pixel data for the first, UIDs for the rest."""
     result = Dataset()
     if full:
-        for element in dataset:
-            if element.tag.group < 0x7FE0 and not element.tag.is_private:
-                result.add(element)
+        # Elements not decoded yet are copied as read (the SR needs a few of them; decoding all cost ~1 ms).
+        for tag in dataset.keys():
+            if tag.group < 0x7FE0 and not tag.is_private:
+                result[tag] = dataset.get_item(tag)
         return result
     for keyword in _EVIDENCE_KEYWORDS:
         setattr(result, keyword, dataset[keyword].value)
