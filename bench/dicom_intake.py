@@ -9,9 +9,11 @@ on empty folders and sends the same objects to each, alternating which goes firs
 median rate over rounds and the median over rounds of the ratio neurolabel/storescp of the two runs of
 a round. Scenarios: one association, and `--parallel`
 associations at once (the objects split between them), for ~0.5 MB MR objects (512x512x16 bit) and small
-objects (64x64x16 bit, ~9 KB). `--labelling-load` adds neurolabel runs of the MR scenarios while another
-process keeps the bundled Triton server classifying reports flat out (what the daemon's classify workers do
-at full speed; needs the `server` extra and the model in triton_models/), and reports the drop in rate.
+objects (64x64x16 bit, ~9 KB). `--labelling-load` adds, for the MR scenarios, rounds of neurolabel alone
+against neurolabel while another process keeps the bundled Triton server (started as the daemon starts it,
+at [triton] cpu_priority) classifying reports flat out (what the daemon's classify workers do at full speed;
+needs the `server` extra and the model in triton_models/), alternating, and reports the drop in rate.
+storescu sends P-DATA-TF PDUs of at most 128 KiB (DCMTK's limit) and storescp announces 16 KiB.
 A short fsync probe (median write+fsync of a 0.5 MB file in the storage folder) is reported for context:
 storescp does not fsync, neurolabel must before it answers.
 """
@@ -233,10 +235,13 @@ def run_receiver(scenario: Scenario, name: str, objects: int, rounds: int, work:
     return [Result(scenario.name + suffix, name, objects, rates)]
 
 
-def labelling_load() -> None:
-    """Classify synthetic reports through the bundled Triton flat out until SIGTERM (bench child process).
+def labelling_load(priority: str | None) -> None:
+    """Classify synthetic reports through the bundled Triton flat out (bench child process).
 
-    Prints "ready" once Triton answers, then the reports/s it kept up when it stops.
+    The server runs at [triton] cpu_priority `priority` (the shipped default when None), as the daemon starts
+    it. Prints "ready" once Triton answers, then works while resumed: SIGUSR2 resumes ("resumed"), SIGUSR1
+    pauses once the batch in flight is answered ("paused"), SIGTERM ends it with the reports/s it kept up
+    while working.
     """
     from bench.classifier_throughput import report_texts  # type: ignore[import-not-found]
     from daemon.config import parse_config
@@ -244,12 +249,15 @@ def labelling_load() -> None:
     from daemon.inference.triton_server import BundledTriton, grpc_url, with_concrete_ports
 
     async def run() -> None:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        loop = asyncio.get_running_loop()
+        stop, working = asyncio.Event(), asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, working.clear)
+        loop.add_signal_handler(signal.SIGUSR2, lambda: (working.set(), print("resumed", flush=True)))
         with tempfile.TemporaryDirectory(prefix="neurolabel-bench-triton-") as state:
             config = with_concrete_ports(parse_config(
                 f'[daemon]\nstate_dir = "{state}"\n[triton]\nmodel_repository = "{REPO_ROOT / "triton_models"}"\n'
-                "http_port = 0\ngrpc_port = 0\nmetrics_port = 0\n"))
+                "http_port = 0\ngrpc_port = 0\nmetrics_port = 0\n" + (f'cpu_priority = "{priority}"\n' if priority else "")))
             server = BundledTriton(config.triton, config.daemon.state_dir)
             await server.start()
             try:
@@ -257,35 +265,75 @@ def labelling_load() -> None:
                     texts = report_texts(256)
                     await client.classify(texts[:16])
                     print("ready", flush=True)
-                    done, started = 0, time.perf_counter()
+                    done, busy = 0, 0.0
                     while not stop.is_set():
+                        if not working.is_set():
+                            print("paused", flush=True)
+                            waits = [asyncio.ensure_future(working.wait()), asyncio.ensure_future(stop.wait())]
+                            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                            for waiting in pending:
+                                waiting.cancel()
+                            continue
+                        started = time.perf_counter()
                         await client.classify(texts[:64])
+                        busy += time.perf_counter() - started
                         done += 64
-                    print(f"{done / (time.perf_counter() - started):.1f} reports/s", flush=True)
+                    print(f"{done / busy if busy else 0:.1f} reports/s while labelling", flush=True)
             finally:
                 await server.stop(time.monotonic() + 30)
 
     asyncio.run(run())
 
 
-@contextmanager
-def labelling(enabled: bool) -> Iterator[list[str]]:
-    """While enabled: a process labelling reports flat out beside the receivers. Yields its final output lines."""
-    lines: list[str] = []
-    if not enabled:
-        yield lines
-        return
-    process = subprocess.Popen([sys.executable, __file__, "labelling-load"], cwd=REPO_ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert process.stdout is not None
-    if process.stdout.readline().strip() != "ready":
-        raise RuntimeError("the labelling load did not start (bundled Triton and a model needed)")
-    try:
-        yield lines
-    finally:
-        process.send_signal(signal.SIGTERM)
-        lines.extend(process.stdout.read().splitlines())
-        process.wait(60)
+class Labelling:
+    """The labelling load process (labelling_load), paused and resumed between runs."""
+
+    def __init__(self, priority: str | None) -> None:
+        self._process = subprocess.Popen([sys.executable, __file__, "labelling-load", *([priority] if priority else [])],
+                                         cwd=REPO_ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        if self._expect() != "ready":
+            raise RuntimeError("the labelling load did not start (bundled Triton and a model needed)")
+        self._expect("paused")
+
+    def _expect(self, line: str | None = None) -> str:
+        assert self._process.stdout is not None
+        got = self._process.stdout.readline().strip()
+        if line is not None and got != line:
+            raise RuntimeError(f"labelling load said {got!r}, expected {line!r}")
+        return got
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        self._process.send_signal(signal.SIGUSR2)
+        self._expect("resumed")
+        time.sleep(1.0)  # let Triton get busy on its first batch
+        try:
+            yield
+        finally:
+            self._process.send_signal(signal.SIGUSR1)
+            self._expect("paused")
+
+    def close(self) -> str:
+        self._process.send_signal(signal.SIGTERM)
+        assert self._process.stdout is not None
+        output = self._process.stdout.read().strip()
+        self._process.wait(60)
+        return output
+
+
+def run_labelling(scenario: Scenario, load: Labelling, objects: int, rounds: int, work: Path) -> list[Result]:
+    """neurolabel alone and while labelling, alternating which goes first in each round."""
+    parts = objects_for(scenario, objects, work)
+    rates: dict[str, list[float]] = {"neurolabel": [], "neurolabel+labelling": []}
+    for number in range(rounds):
+        for name in list(rates) if number % 2 == 0 else list(reversed(rates)):
+            if name == "neurolabel":
+                rates[name].append(measure("neurolabel", parts, objects, work))
+            else:
+                with load.working():
+                    rates[name].append(measure("neurolabel", parts, objects, work))
+            print(f"  {scenario.name} round {number + 1} {name:20s} {rates[name][-1]:8.1f} objects/s", flush=True)
+    return [Result(scenario.name, name, objects, values) for name, values in rates.items()]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -298,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, help="folder for objects and receivers' state (default: a temp dir)")
     parser.add_argument("--labelling-load", action="store_true",
                         help="also measure neurolabel while the bundled Triton classifies reports flat out")
+    parser.add_argument("--labelling-priority", choices=("normal", "low", "idle"),
+                        help="[triton] cpu_priority of that Triton (default: the shipped default)")
     args = parser.parse_args(argv)
 
     scenarios = [Scenario("mr-0.5MB-1assoc", 512, 1), Scenario(f"mr-0.5MB-{args.parallel}assoc", 512, args.parallel)]
@@ -314,10 +364,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         results += run_scenario(scenario, args.objects, args.rounds, work)
     loaded: list[Result] = []
     if args.labelling_load:
-        with labelling(True) as output:
+        load = Labelling(args.labelling_priority)
+        try:
             for scenario in scenarios[:2]:
-                loaded += run_receiver(scenario, "neurolabel", args.objects, args.rounds, work, "+labelling")
-        print(f"  labelling load: {' '.join(output)}")
+                loaded += run_labelling(scenario, load, args.objects, args.rounds, work)
+        finally:
+            print(f"  labelling load: {load.close()}")
     summary = []
     for scenario in scenarios:
         by_receiver = {result.receiver: result for result in results if result.scenario == scenario.name}
@@ -334,12 +386,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         low, high = row["ratio_range"]
         print(f"| {row['scenario']} | {row['storescp']} | {row['neurolabel']} | {row['ratio']:.0%} | "
               f"{low:.0%}-{high:.0%} |")
-    for result in loaded:
-        idle = next(r for r in results if r.scenario == result.scenario.removesuffix("+labelling")
-                    and r.receiver == "neurolabel")
-        drop = 1 - result.median / idle.median
-        summary.append({"scenario": result.scenario, "neurolabel": round(result.median, 1), "drop": round(drop, 3)})
-        print(f"| {result.scenario} | | {result.median:.1f} | drop {drop:.0%} |")
+    for scenario in scenarios[:2] if loaded else []:
+        by_name = {result.receiver: result.rates for result in loaded if result.scenario == scenario.name}
+        alone, busy = by_name["neurolabel"], by_name["neurolabel+labelling"]
+        # Paired as above: each round's run while labelling against the run without, on the same machine state.
+        drops = [1 - with_load / without for with_load, without in zip(busy, alone)]
+        drop = statistics.median(drops)
+        summary.append({"scenario": scenario.name + "+labelling", "neurolabel_alone": round(statistics.median(alone), 1),
+                        "neurolabel": round(statistics.median(busy), 1), "drop": round(drop, 3),
+                        "drop_range": [round(min(drops), 3), round(max(drops), 3)]})
+        print(f"| {scenario.name} while labelling | | {statistics.median(busy):.1f} "
+              f"(alone {statistics.median(alone):.1f}) | drop {drop:.0%} | {min(drops):.0%}-{max(drops):.0%} |")
     if args.json:
         args.json.write_text(json.dumps({"fsync_ms": probe, "summary": summary,
                                          "results": [asdict(result) for result in [*results, *loaded]]}, indent=2))
@@ -351,6 +408,6 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "serve":
         serve(sys.argv[2])
     elif len(sys.argv) > 1 and sys.argv[1] == "labelling-load":
-        labelling_load()
+        labelling_load(sys.argv[2] if len(sys.argv) > 2 else None)
     else:
         main()

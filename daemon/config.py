@@ -145,6 +145,10 @@ class DatabaseConfig:
             raise ConfigError(f"database.url must start with sqlite:// or postgresql://, got {self.url!r}")
 
 
+# [triton] cpu_priority of the bundled server: as the daemon, nice 10, or SCHED_IDLE (daemon/inference/triton_server.py).
+TRITON_CPU_PRIORITIES = ("normal", "low", "idle")
+
+
 @dataclass(frozen=True)
 class TritonConfig:
     enabled: bool = True
@@ -156,6 +160,7 @@ class TritonConfig:
     model_repository: Path = Path("triton_models")
     startup_timeout_seconds: float = 120.0
     request_timeout_seconds: float = 30.0
+    cpu_priority: str = "idle"
     extra_urls: tuple[str, ...] = ()
     tls: bool = False
     tls_ca: str = ""
@@ -177,6 +182,9 @@ class TritonConfig:
             _port(f"triton.{key}", getattr(self, key))
         _positive("triton.startup_timeout_seconds", self.startup_timeout_seconds)
         _positive("triton.request_timeout_seconds", self.request_timeout_seconds)
+        if self.cpu_priority not in TRITON_CPU_PRIORITIES:
+            raise ConfigError(f"triton.cpu_priority must be one of {', '.join(TRITON_CPU_PRIORITIES)}, "
+                              f"got {self.cpu_priority!r}")
         remote_only = ("extra_urls", "tls", "tls_ca", "tls_cert", "tls_key", "auth_header", "auth_token_file")
         for key in remote_only:
             if getattr(self, key) and not self.url:

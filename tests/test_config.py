@@ -70,6 +70,7 @@ BAD = [
     ('[writeback]\nforward_to = ["PACS:4242"]\n', "not of the form AE@host:port", None),
     ('[hl7]\nallowed_networks = ["10.0.0.0/33"]\n', "not an address or CIDR network", 2),
     ('[database]\nurl = "mysql://x"\n', "database.url must start with", None),
+    ('[triton]\ncpu_priority = "high"\n', "triton.cpu_priority must be one of normal, low, idle", None),
     ("[hl7.tls]\ncert = \"c.pem\"\n", "hl7.tls.key is required", None),
     ("[hl7\n", "invalid TOML", None),
     ("hl7 = 3\n", "'hl7' must be a table", 1),

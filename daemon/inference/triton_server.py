@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +30,8 @@ log = logging.getLogger("neurolabel.triton")
 
 LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
+# [triton] cpu_priority = "low"
+LOW_PRIORITY_NICE = 10
 
 
 class TritonNotInstalled(Exception):
@@ -139,6 +142,20 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def child_setup(cpu_priority: str) -> Callable[[], None]:
+    """What the server's process does before exec: die with the daemon, and take the CPU priority
+    [triton] cpu_priority names ("idle": SCHED_IDLE, "low": nice 10, "normal": unchanged)."""
+
+    def setup() -> None:
+        _die_with_parent()
+        if cpu_priority == "idle":
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        elif cpu_priority == "low":
+            os.nice(LOW_PRIORITY_NICE)
+
+    return setup
+
+
 class BundledTriton:
     """Supervises one tritonserver process."""
 
@@ -184,7 +201,7 @@ class BundledTriton:
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
                 env=self._environment,
-                preexec_fn=_die_with_parent,
+                preexec_fn=child_setup(self._settings.cpu_priority),
             )
         log.info("tritonserver started (pid %d, grpc port %d)", self._process.pid, self._settings.grpc_port)
 

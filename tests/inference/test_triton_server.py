@@ -47,6 +47,8 @@ async def test_bundled_server_serves_a_python_model_and_stops_cleanly(test_confi
     try:
         pid = server.pid
         assert pid is not None
+        # It yields the CPU to intake ([triton] cpu_priority, "idle" by default).
+        assert config.triton.cpu_priority == "idle" and os.sched_getscheduler(pid) == os.SCHED_IDLE
         assert model_readiness(grpc_url(config), "text_length") == (True, f"{grpc_url(config)} model text_length:1")
         client = grpcclient.InferenceServerClient(grpc_url(config))
         texts = np.array([[b"abc"], ["d\u00e9f g".encode()]], dtype=object)
