@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from daemon.evaluation.literals import required_literals
 from daemon.labels import CATEGORY_KEYS, LABEL_KEYS
 
 Status = Literal["positive", "uncertain", "negated"]
@@ -100,8 +101,11 @@ def _drop_leading_question_lines(lines: list[str]) -> list[str]:
     return result
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!])\s+")
+
+
 def _drop_leading_question_sentences(text: str) -> str:
-    sentences = re.split(r"(?<=[.!])\s+", text)
+    sentences = _SENTENCE_END.split(text)
     index = 0
     while index < len(sentences):
         sentence = sentences[index]
@@ -140,6 +144,29 @@ _MASKS = (
     (r"\bms\s+protocol\b", " MSPROTOCOL "),
 )
 
+
+@dataclass(frozen=True)
+class _Substitution:
+    regex: re.Pattern[str]
+    replacement: str
+    literals: tuple[str, ...] | None  # required_literals(regex): skip the substitution when none is in the text
+
+    def apply(self, text: str) -> str:
+        if self.literals is not None and not any(literal in text for literal in self.literals):
+            return text
+        return self.regex.sub(self.replacement, text)
+
+
+def _substitution(pattern: str, replacement: str) -> _Substitution:
+    regex = re.compile(pattern)
+    return _Substitution(regex, replacement, required_literals(regex))
+
+
+# Spelling first, then masks, in order: a later substitution sees the result of the earlier ones.
+_NORMALISATION = tuple(_substitution(pattern, replacement) for pattern, replacement in _SPELLING) + tuple(
+    _substitution(pattern, replacement.lower()) for pattern, replacement in _MASKS
+)
+
 _NORMAL_FOR_AGE = re.compile(
     r"\b(?:normal|appropriate|expected|within\s+normal\s+limits|commensurate|in\s+keeping|consistent|usual|"
     r"unremarkable|acceptable|physiological)\s+(?:for|with)\s+(?:the\s+)?(?:patient'?s?\s+)?age\b|"
@@ -165,15 +192,18 @@ _NEGATION_SCOPE_END = re.compile(
 )
 _NEGATION_WINDOW_WORDS = 12
 
+# The leading \b of the word alternatives is factored out (``A|\bB|\bC`` matches as ``A|\b(?:B|C)``,
+# alternatives tried in the same order): the regex engine then tests one boundary per position instead of one
+# per alternative, ~10x faster on a clause. Same for _CLAUSE_BREAK.
 _UNCERTAIN = re.compile(
-    r"\?|\bquery\b|\bqueried\b|\bpossibl[ey]\b|\bprobabl[ey]\b|\blikely\b|\bsuspicious\b|\bsuspect\w*|"
-    r"\bsuggest\w*|\bmay\b|\bmight\b|\bcould\b|\buncertaincue\b|\bdifferential\b|\bconsider\w*|\bversus\b|"
-    r"\bvs\.?\b|\bfavou?r\w*\b|\bquestion\w*|\bequivocal\b|\bindeterminate\b|\buncertain\b|\bpossibility\b|"
-    r"\bconcern\w*\b|\bworrisome\b|\bcannot\b|\bpresumed\b|\bperhaps\b",
+    r"\?|\b(?:query\b|queried\b|possibl[ey]\b|probabl[ey]\b|likely\b|suspicious\b|suspect\w*|"
+    r"suggest\w*|may\b|might\b|could\b|uncertaincue\b|differential\b|consider\w*|versus\b|"
+    r"vs\.?\b|favou?r\w*\b|question\w*|equivocal\b|indeterminate\b|uncertain\b|possibility\b|"
+    r"concern\w*\b|worrisome\b|cannot\b|presumed\b|perhaps\b)",
 )
 _CLAUSE_BREAK = re.compile(
-    r";|\bbut\b|\bhowever\b|\balthough\b|\bthough\b|\bwhereas\b|\bwhile\b|\bwhich\b|\bapart\s+from\b|"
-    r"\bexcept\b|\baside\s+from\b|\bthere\s+(?:is|are)\b|\botherwise\b|\bnoting\b|\bnoted\b",
+    r";|\b(?:but\b|however\b|although\b|though\b|whereas\b|while\b|which\b|apart\s+from\b|"
+    r"except\b|aside\s+from\b|there\s+(?:is|are)\b|otherwise\b|noting\b|noted\b)",
 )
 _CHRONIC = re.compile(
     r"\b(?:old|chronic|established|remote|previous|prior|long[- ]?standing|healed|mature|sequelae|historic\w*|"
@@ -195,6 +225,9 @@ _VESSEL_CONTEXT = re.compile(
     r"\b(?:arter\w*|ica|mca|aca|pca|vertebral|basilar|carotid|vessels?|m1|m2|a1|p1|p2|sinus|vein|venous)\b",
 )
 _AMYLOID_OR_TRAUMA = re.compile(r"\b(?:lobar|amyloid|caa|axonal|trauma\w*|peripheral|cortical)\b")
+_ACUTE_OR_RECENT = re.compile(r"\b(?:(?:hyper|sub)?acute|recent)\b")
+_NOT_A_VESSEL = re.compile(r"\b(?:aqueduct\w*|foramina\w*|canal|spinal)\b")
+_NOT_A_PLAQUE = re.compile(r"atherom|calcif")
 
 
 # --- mention patterns ----------------------------------------------------------------------------
@@ -205,10 +238,16 @@ class Pattern:
     label: str
     regex: re.Pattern[str]
     weak: bool = False  # a positive mention of it is only uncertain evidence
+    # required_literals(regex): a text holds no match unless one of them is in it (None: no prefilter)
+    literals: tuple[str, ...] | None = None
+
+    def may_match(self, text: str) -> bool:
+        return self.literals is None or any(literal in text for literal in self.literals)
 
 
 def _p(label: str, pattern: str, weak: bool = False) -> Pattern:
-    return Pattern(label, re.compile(pattern), weak)
+    regex = re.compile(pattern)
+    return Pattern(label, regex, weak, required_literals(regex))
 
 
 PATTERNS: tuple[Pattern, ...] = (
@@ -310,16 +349,17 @@ class Mention:
 
 def _normalise(text: str) -> str:
     text = text.lower()
-    for pattern, replacement in _SPELLING:
-        text = re.sub(pattern, replacement, text)
-    for pattern, replacement in _MASKS:
-        text = re.sub(pattern, replacement.lower(), text)
+    for substitution in _NORMALISATION:
+        text = substitution.apply(text)
     return text
 
 
+_SENTENCE_BREAK = re.compile(r"(?<=[.!])\s+|\n+|(?<=\w)\.(?=[a-z]{2})|\s-\s(?=\d\))|(?:^|\s)\d+[.)]\s")
+
+
 def _sentences(text: str) -> list[str]:
-    parts = re.split(r"(?<=[.!])\s+|\n+|(?<=\w)\.(?=[a-z]{2})|\s-\s(?=\d\))|(?:^|\s)\d+[.)]\s", text)
-    return [p.strip() for p in parts if p and p.strip()]
+    parts = (part.strip() for part in _SENTENCE_BREAK.split(text) if part)
+    return [part for part in parts if part]
 
 
 def _clause_bounds(sentence: str, start: int, end: int) -> tuple[int, int]:
@@ -332,8 +372,16 @@ def _clause_bounds(sentence: str, start: int, end: int) -> tuple[int, int]:
     return left, right
 
 
-def _classify(sentence: str, start: int, end: int, pattern: Pattern) -> Status | None:
-    """Status of the mention at [start, end) in sentence, or None when the context says it is not this label."""
+def _normal_for_age(sentence: str) -> bool:
+    """The sentence calls what it describes normal for age (and not beyond it)."""
+    return "beyondage" not in sentence and _NORMAL_FOR_AGE.search(sentence) is not None
+
+
+def _classify(sentence: str, start: int, end: int, pattern: Pattern, normal_for_age: bool) -> Status | None:
+    """Status of the mention at [start, end) in sentence, or None when the context says it is not this label.
+
+    ``normal_for_age`` is ``_normal_for_age(sentence)``, computed once per sentence by the caller.
+    """
     left, right = _clause_bounds(sentence, start, end)
     before, after = sentence[left:start], sentence[end:right]
     clause = sentence[left:right]
@@ -348,7 +396,7 @@ def _classify(sentence: str, start: int, end: int, pattern: Pattern) -> Status |
     if label == "small_vessel_disease":
         if pattern.weak and _DEMYELINATION_CONTEXT.search(clause):
             return None
-        if "lacun" in mention and re.search(r"\b(?:(?:hyper|sub)?acute|recent)\b", clause) and not _CHRONIC.search(
+        if "lacun" in mention and _ACUTE_OR_RECENT.search(clause) and not _CHRONIC.search(
             clause.replace(mention, "")
         ):
             return None  # an acute lacunar infarct is acute stroke
@@ -359,19 +407,18 @@ def _classify(sentence: str, start: int, end: int, pattern: Pattern) -> Status |
     if label == "encephalomalacia" and "lacun" in mention:
         return None
     if label == "vascular":
-        if re.search(r"\b(?:aqueduct\w*|foramina\w*|canal|spinal)\b", clause) and "stenos" in mention:
+        if "stenos" in mention and _NOT_A_VESSEL.search(clause):
             return None
         if pattern.weak and not _VESSEL_CONTEXT.search(clause):
             return None
         if "thromb" in mention and not _VESSEL_CONTEXT.search(clause) and "cvst" not in mention:
             return None
-    if label == "inflammation" and mention.startswith("plaque") and re.search(r"atherom|calcif", clause):
+    if label == "inflammation" and mention.startswith("plaque") and _NOT_A_PLAQUE.search(clause):
         return None
 
     negated = _pre_negated(before) or bool(_POST_NEGATION.search(after))
-    if (label in ("atrophy", "small_vessel_disease") or pattern.weak) and "beyondage" not in sentence:
-        if _NORMAL_FOR_AGE.search(sentence):
-            negated = True
+    if normal_for_age and (label in ("atrophy", "small_vessel_disease") or pattern.weak):
+        negated = True
     if negated:
         return "negated"
     uncertain = bool(_UNCERTAIN.search(clause)) or pattern.weak
@@ -389,21 +436,50 @@ def _pre_negated(before: str) -> bool:
 
 
 def extract_mentions(text: str) -> list[Mention]:
-    """Every label mention in the findings and conclusion, with its status."""
+    """Every label mention in the findings and conclusion, with its status.
+
+    Each sentence is searched with every pattern, in order; a match that
+    starts inside an earlier mention of the same label is skipped. Patterns
+    none of whose required literals is in the body (then, in the sentence)
+    cannot match there and are not searched: the result is the same, at a
+    fraction of the regex work.
+    """
     body = _normalise(strip_ignored_sections(text))
+    # (pattern, its required literals that are in the body, or None: no prefilter), for patterns that may match
+    candidates: list[tuple[Pattern, tuple[str, ...] | None]] = []
+    for pattern in PATTERNS:
+        if pattern.literals is None:
+            candidates.append((pattern, None))
+            continue
+        present = tuple(literal for literal in pattern.literals if literal in body)
+        if present:
+            candidates.append((pattern, present))
     mentions: list[Mention] = []
+    if not candidates:
+        return mentions
     for sentence in _sentences(body):
-        taken: list[tuple[int, int, str]] = []
-        for pattern in PATTERNS:
+        taken: dict[str, list[tuple[int, int]]] = {}  # label -> spans of its mentions in this sentence
+        normal_for_age: bool | None = None
+        for pattern, present in candidates:
+            if present is not None:
+                for literal in present:
+                    if literal in sentence:
+                        break
+                else:
+                    continue
+            label = pattern.label
             for match in pattern.regex.finditer(sentence):
                 start, end = match.span()
-                if any(s <= start < e and lab == pattern.label for s, e, lab in taken):
+                spans = taken.get(label)
+                if spans is not None and any(s <= start < e for s, e in spans):
                     continue
-                status = _classify(sentence, start, end, pattern)
+                if normal_for_age is None:
+                    normal_for_age = _normal_for_age(sentence)
+                status = _classify(sentence, start, end, pattern, normal_for_age)
                 if status is None:
                     continue
-                taken.append((start, end, pattern.label))
-                mentions.append(Mention(pattern.label, match.group(0), status, sentence))
+                taken.setdefault(label, []).append((start, end))
+                mentions.append(Mention(label, match.group(0), status, sentence))
     return mentions
 
 
