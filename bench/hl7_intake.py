@@ -2,11 +2,14 @@
 
     python bench/hl7_intake.py [--messages 2000] [--connections 8] [--rate 100] [--seconds 20] [--json out.json]
 
-The listener runs as its own process (`--serve`: the HL7 component of `neurolabel run` alone, on SQLite with
-WAL and synchronous=FULL, logging at INFO to a file) and is fed from this process over loopback by
-asyncio MLLP senders that behave like interface engines: each connection sends a message, waits for its ACK,
-then sends the next. Every ACK is checked to be AA for the message sent, and after each scenario every
-acknowledged control id is checked to be in the database. Scenarios, each on a fresh database:
+The listener runs as its own process (`--serve`: the HL7 component of `neurolabel run` alone, with its
+default event loop (uvloop when installed), on SQLite with WAL and synchronous=FULL, logging at INFO to a
+file) and is fed from this process over loopback by MLLP senders that behave like interface engines: each
+connection, a thread with a blocking socket (TCP_NODELAY), sends a message, waits for its ACK, then sends the
+next. The frames are built before the clock starts, as an engine has its outbound queue ready, so the
+senders cost little CPU (reported as "senders CPU / msg") on the cores the listener also needs. Every ACK
+is checked to be AA for the message sent, and after each scenario every acknowledged control id is checked
+to be in the database. Scenarios, each on a fresh database:
 
 - one persistent connection, as fast as ACKs come back;
 - `--connections` connections at once, each as fast as its ACKs come back;
@@ -20,17 +23,19 @@ for context: the commit of each batch costs one such fsync.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
 import random
 import re
+import resource
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,6 +71,8 @@ class Result:
     all_stored: bool
     # The listener process's CPU time per message (user + system): what the rate would be on one idle core.
     listener_cpu_ms: float = 0.0
+    # This process's (the senders') CPU time per message, spent on the same cores.
+    sender_cpu_ms: float = 0.0
 
 
 def message(control_id: str) -> bytes:
@@ -84,7 +91,7 @@ def message(control_id: str) -> bytes:
 # --- the listener process ------------------------------------------------------------
 
 
-def serve(state: Path) -> None:
+def serve(state: Path, event_loop: str) -> None:
     """Run the HL7 listener alone, the way `neurolabel run` starts it; print its port; stop on SIGTERM."""
     from daemon.app import run_until_signalled
     from daemon.config import parse_config
@@ -95,6 +102,7 @@ def serve(state: Path) -> None:
         f"""
 [daemon]
 state_dir = "{state}"
+event_loop = "{event_loop}"
 [hl7]
 port = 0
 [database]
@@ -115,11 +123,13 @@ url = "sqlite:///{state / 'neurolabel.db'}"
 
 
 class Listener:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, event_loop: str = "auto") -> None:
         self.folder = folder
         self.log = open(folder / "listener.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(folder)], stdout=subprocess.PIPE, stderr=self.log
+            [sys.executable, __file__, "--serve", str(folder), "--event-loop", event_loop],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -150,55 +160,68 @@ class Listener:
 # --- senders -----------------------------------------------------------------------------
 
 
-async def sender(
-    port: int, control_ids: list[str], latencies: list[float], acked: list[str], pace: float | None, start: float
+def sender(
+    port: int, frames: list[tuple[str, bytes]], latencies: list[float], acked: list[str], pace: float | None, start: float
 ) -> bool:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    """One connection: send a frame, read its ACK, check it is AA for that control id; then the next."""
     all_aa = True
-    try:
-        for index, control_id in enumerate(control_ids):
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pending = b""
+        for index, (control_id, payload) in enumerate(frames):
             if pace is not None:
-                due = start + index * pace
-                delay = due - time.perf_counter()
+                delay = start + index * pace - time.perf_counter()
                 if delay > 0:
-                    await asyncio.sleep(delay)
-            payload = VT + message(control_id) + FS + CR
+                    time.sleep(delay)
             sent = time.perf_counter()
-            writer.write(payload)
-            ack = await reader.readuntil(FS + CR)
+            connection.sendall(payload)
+            while (end := pending.find(FS + CR)) < 0:
+                data = connection.recv(65536)
+                if not data:
+                    raise ConnectionError(f"listener closed the connection after {index} ACKs")
+                pending += data
+            ack, pending = pending[:end], pending[end + 2 :]
             latencies.append(time.perf_counter() - sent)
-            if f"MSA|AA|{control_id}".encode() not in ack:
-                all_aa = False
-            else:
+            if _acknowledges(ack, control_id):
                 acked.append(control_id)
-    finally:
-        writer.close()
-        await writer.wait_closed()
+            else:
+                all_aa = False
     return all_aa
 
 
-async def run_scenario(
-    name: str, port: int, connections: int, total: int, rate: float | None
-) -> tuple[Result, list[str]]:
+def _acknowledges(ack: bytes, control_id: str) -> bool:
+    """Whether the ACK's MSA says AA for this control id."""
+    for segment in ack.split(CR):
+        fields = segment.lstrip(VT).split(b"|")
+        if fields[0] == b"MSA":
+            return len(fields) > 2 and fields[1] == b"AA" and fields[2] == control_id.encode()
+    return False
+
+
+def run_scenario(name: str, port: int, connections: int, total: int, rate: float | None) -> tuple[Result, list[str]]:
     per_connection = total // connections
+    frames = [
+        [(cid, VT + message(cid) + FS + CR) for cid in (f"{name[:3]}{c}x{i}" for i in range(per_connection))]
+        for c in range(connections)
+    ]
     latencies: list[float] = []
     acked: list[str] = []
+    outcomes: list[bool] = []
     pace = connections / rate if rate else None
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
-    outcomes = await asyncio.gather(
-        *(
-            sender(
-                port,
-                [f"{name[:3]}{c}x{i}" for i in range(per_connection)],
-                latencies,
-                acked,
-                pace,
-                start + c / (rate or 1),
-            )
-            for c in range(connections)
-        )
-    )
+
+    def run(c: int) -> None:
+        outcomes.append(sender(port, frames[c], latencies, acked, pace, start + c / (rate or 1)))
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     elapsed = time.perf_counter() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    sender_cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     latencies.sort()
 
     def percentile(fraction: float) -> float:
@@ -214,8 +237,9 @@ async def run_scenario(
         p95_ms=round(percentile(0.95), 2),
         p99_ms=round(percentile(0.99), 2),
         max_ms=round(latencies[-1] * 1000, 2),
-        all_aa=all(outcomes),
+        all_aa=len(outcomes) == connections and all(outcomes),
         all_stored=False,
+        sender_cpu_ms=round(sender_cpu * 1000 / max(1, len(latencies)), 3),
     )
     return result, acked
 
@@ -248,10 +272,16 @@ def main() -> None:
         help="where the databases go (default: the system's temporary folder); its disk's "
         "fsync latency bounds the one-connection rate",
     )
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="the listener's [daemon] event_loop (default auto: uvloop when installed)",
+    )
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.event_loop)
         return
     scenarios = [
         ("one connection", 1, args.messages, None),
@@ -264,10 +294,10 @@ def main() -> None:
         for name, connections, total, rate in scenarios:
             folder = Path(root) / name.replace(" ", "-").replace("/", "")
             folder.mkdir()
-            listener = Listener(folder)
+            listener = Listener(folder, args.event_loop)
             try:
                 cpu_before = listener.cpu_seconds()
-                result, acked = asyncio.run(run_scenario(name, listener.port, connections, total, rate))
+                result, acked = run_scenario(name, listener.port, connections, total, rate)
                 cpu_ms = (listener.cpu_seconds() - cpu_before) * 1000 / max(1, result.messages)
                 stored = listener.stored_control_ids()
             finally:
@@ -283,12 +313,12 @@ def main() -> None:
             print(
                 f"{name:>22}: {result.rate:8.1f} msg/s  ACK latency p50 {result.p50_ms:6.2f} ms  "
                 f"p95 {result.p95_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  max {result.max_ms:7.2f} ms  "
-                f"listener CPU {result.listener_cpu_ms:.2f} ms/msg  "
+                f"listener CPU {result.listener_cpu_ms:.2f} ms/msg  senders CPU {result.sender_cpu_ms:.2f} ms/msg  "
                 f"({result.messages} messages, all AA: {result.all_aa}, all stored: {result.all_stored})",
                 flush=True,
             )
     print(
-        f"fsync probe (4 kB write + fsync, median): {probe} ms; "
+        f"event loop: {args.event_loop}; fsync probe (4 kB write + fsync, median): {probe} ms; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     if args.json:
@@ -297,6 +327,7 @@ def main() -> None:
                 {
                     "results": [asdict(r) for r in results],
                     "fsync_ms": probe,
+                    "event_loop": args.event_loop,
                     "cpus": os.cpu_count(),
                     "load_average": os.getloadavg()[0],
                     "python": platform.python_version(),
