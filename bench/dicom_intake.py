@@ -135,7 +135,8 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
 
 
 @contextmanager
-def storescp(state: Path, port: int) -> Iterator[None]:
+def storescp(state: Path, port: int, max_pdu: int) -> Iterator[None]:
+    """storescp as DCMTK ships it (it announces 16 KiB PDUs; `max_pdu` is neurolabel's)."""
     out = state / "storescp"
     out.mkdir()
     process = subprocess.Popen([dcmtk_tool("storescp"), "--fork", "-aet", AE_TITLE, "-od", str(out), "-uf", str(port)],
@@ -149,11 +150,11 @@ def storescp(state: Path, port: int) -> Iterator[None]:
 
 
 @contextmanager
-def neurolabel(state: Path, port: int) -> Iterator[None]:
+def neurolabel(state: Path, port: int, max_pdu: int) -> Iterator[None]:
     config = state / "neurolabel.toml"
     config.write_text(
         f'[daemon]\nstate_dir = "{state}"\nlog_level = "WARNING"\n'
-        f'[dicom]\nport = {port}\nae_title = "{AE_TITLE}"\nmax_pdu_bytes = 262144\n'
+        f'[dicom]\nport = {port}\nae_title = "{AE_TITLE}"\nmax_pdu_bytes = {max_pdu}\n'
         f'[storage]\npath = "{state / "dicom"}"\nmin_free_bytes = 0\n'
         f'[database]\nurl = "sqlite:///{state / "neurolabel.db"}"\n'
     )
@@ -204,35 +205,26 @@ def objects_for(scenario: Scenario, objects: int, work: Path) -> list[Path]:
     return sorted(source.iterdir())
 
 
-def measure(name: str, parts: list[Path], objects: int, work: Path) -> float:
+def measure(name: str, parts: list[Path], objects: int, work: Path, max_pdu: int) -> float:
     """Objects/s of one fresh receiver for one transfer."""
     state = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
     port = free_port()
     try:
-        with RECEIVERS[name](state, port):
+        with RECEIVERS[name](state, port, max_pdu):
             return objects / send(port, parts)
     finally:
         shutil.rmtree(state, ignore_errors=True)
 
 
-def run_scenario(scenario: Scenario, objects: int, rounds: int, work: Path) -> list[Result]:
+def run_scenario(scenario: Scenario, objects: int, rounds: int, work: Path, max_pdu: int) -> list[Result]:
     """Both receivers, alternating which goes first in each round."""
     parts = objects_for(scenario, objects, work)
     rates: dict[str, list[float]] = {name: [] for name in RECEIVERS}
     for number in range(rounds):
         for name in list(RECEIVERS) if number % 2 == 0 else list(reversed(RECEIVERS)):
-            rates[name].append(measure(name, parts, objects, work))
+            rates[name].append(measure(name, parts, objects, work, max_pdu))
             print(f"  {scenario.name} round {number + 1} {name:10s} {rates[name][-1]:8.1f} objects/s", flush=True)
     return [Result(scenario.name, name, objects, values) for name, values in rates.items()]
-
-
-def run_receiver(scenario: Scenario, name: str, objects: int, rounds: int, work: Path, suffix: str) -> list[Result]:
-    parts = objects_for(scenario, objects, work)
-    rates = []
-    for number in range(rounds):
-        rates.append(measure(name, parts, objects, work))
-        print(f"  {scenario.name}{suffix} round {number + 1} {name:10s} {rates[-1]:8.1f} objects/s", flush=True)
-    return [Result(scenario.name + suffix, name, objects, rates)]
 
 
 def labelling_load(priority: str | None) -> None:
@@ -321,22 +313,26 @@ class Labelling:
         return output
 
 
-def run_labelling(scenario: Scenario, load: Labelling, objects: int, rounds: int, work: Path) -> list[Result]:
+def run_labelling(
+    scenario: Scenario, load: Labelling, objects: int, rounds: int, work: Path, max_pdu: int
+) -> list[Result]:
     """neurolabel alone and while labelling, alternating which goes first in each round."""
     parts = objects_for(scenario, objects, work)
     rates: dict[str, list[float]] = {"neurolabel": [], "neurolabel+labelling": []}
     for number in range(rounds):
         for name in list(rates) if number % 2 == 0 else list(reversed(rates)):
             if name == "neurolabel":
-                rates[name].append(measure("neurolabel", parts, objects, work))
+                rates[name].append(measure("neurolabel", parts, objects, work, max_pdu))
             else:
                 with load.working():
-                    rates[name].append(measure("neurolabel", parts, objects, work))
+                    rates[name].append(measure("neurolabel", parts, objects, work, max_pdu))
             print(f"  {scenario.name} round {number + 1} {name:20s} {rates[name][-1]:8.1f} objects/s", flush=True)
     return [Result(scenario.name, name, objects, values) for name, values in rates.items()]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from daemon.config import DicomConfig
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=200, help="objects per round and scenario")
     parser.add_argument("--rounds", type=int, default=3)
@@ -344,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--small", action=argparse.BooleanOptionalAction, default=True, help="also small objects")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--work", type=Path, help="folder for objects and receivers' state (default: a temp dir)")
+    parser.add_argument("--max-pdu", type=int, default=DicomConfig.max_pdu_bytes,
+                        help="neurolabel's [dicom] max_pdu_bytes (default: the shipped default)")
     parser.add_argument("--labelling-load", action="store_true",
                         help="also measure neurolabel while the bundled Triton classifies reports flat out")
     parser.add_argument("--labelling-priority", choices=("normal", "low", "idle"),
@@ -361,13 +359,13 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"write+fsync of 0.5 MB: {probe:.2f} ms (median)", flush=True)
     results: list[Result] = []
     for scenario in scenarios:
-        results += run_scenario(scenario, args.objects, args.rounds, work)
+        results += run_scenario(scenario, args.objects, args.rounds, work, args.max_pdu)
     loaded: list[Result] = []
     if args.labelling_load:
         load = Labelling(args.labelling_priority)
         try:
             for scenario in scenarios[:2]:
-                loaded += run_labelling(scenario, load, args.objects, args.rounds, work)
+                loaded += run_labelling(scenario, load, args.objects, args.rounds, work, args.max_pdu)
         finally:
             print(f"  labelling load: {load.close()}")
     summary = []
