@@ -693,12 +693,13 @@ def _observations_text(
 
 
 def _study_uid_in(obx: Segment, value_type: str, value: str, delimiters: Delimiters) -> str | None:
-    identifier = obx.get(3)
-    code = _component(identifier, delimiters.component, 1).strip()
-    names_uid = code in _STUDY_UID_CODES or _STUDY_UID_NAME.search(identifier.replace(delimiters.component, " "))
     first = _component(value, delimiters.component, 1).strip()
-    if names_uid and _UID_LOOSE.match(first) and len(first) <= 64:
-        return first
+    # The value's shape first: for report text it fails at once, sparing the name search on every OBX.
+    if _UID_LOOSE.match(first) and len(first) <= 64:
+        identifier = obx.get(3)
+        code = _component(identifier, delimiters.component, 1).strip()
+        if code in _STUDY_UID_CODES or _STUDY_UID_NAME.search(identifier.replace(delimiters.component, " ")):
+            return first
     if value_type == "RP":
         match = _WADO_STUDY.search(value)
         if match and len(match.group(1)) <= 64:
