@@ -65,6 +65,17 @@ RECHECK_CHUNK = 200
 # Jobs of one kind handled together (one transaction, one commit).
 BATCH_SIZE = 32
 _MODALITY_SEPARATORS = re.compile(r"[\\,/\s]+")
+# Statements run per report, built once (see daemon/work/sidecar.py).
+_REPORT = sa.select(reports).where(reports.c.id == sa.bindparam("report_id"))
+_STUDY_STATE = sa.select(study_link_states.c.state).where(study_link_states.c.study_instance_uid == sa.bindparam("uid"))
+_UPDATE_REPORT_STATE = (
+    report_link_states.update()
+    .where(report_link_states.c.report_id == sa.bindparam("report"))
+    .values(
+        state=sa.bindparam("new_state"), checked_at=sa.bindparam("at"), changed_at=sa.bindparam("at"),
+        reason=sa.bindparam("why"),
+    )
+)
 
 
 Queued = list[sidecar.WritebackQueued]
@@ -144,7 +155,7 @@ def run_withdraw_job(database: Database, settings: LinkingConfig, job: Job) -> Q
 
 def link_job(connection: Connection, settings: LinkingConfig, job: Job, now: dt.datetime) -> Queued:
     report_id = _payload_int(job, "report_id")
-    report = connection.execute(sa.select(reports).where(reports.c.id == report_id)).first()
+    report = connection.execute(_REPORT, {"report_id": report_id}).first()
     if report is None:
         raise JobFailed(f"report {report_id} does not exist")
     return link_report(connection, report, settings, now) if report.state == sidecar.REPORT_ACTIVE else []
@@ -326,9 +337,8 @@ def park_report(connection: Connection, report_id: int, reason: str, now: dt.dat
 
 def set_report_state(connection: Connection, report_id: int, state: str, now: dt.datetime, *, reason: str) -> None:
     updated = connection.execute(
-        report_link_states.update()
-        .where(report_link_states.c.report_id == report_id)
-        .values(state=state, checked_at=now, changed_at=now, reason=reason[:200])
+        _UPDATE_REPORT_STATE,
+        {"report": report_id, "new_state": state, "at": now, "why": reason[:200]},
     ).rowcount
     if not updated:
         connection.execute(
@@ -340,9 +350,7 @@ def set_report_state(connection: Connection, report_id: int, state: str, now: dt
 
 def set_study_state(connection: Connection, uid: str, state: str, now: dt.datetime) -> None:
     """Record a stable study's linking state; a study already waiting (or unmatched) keeps its state and since."""
-    existing = connection.execute(
-        sa.select(study_link_states.c.state).where(study_link_states.c.study_instance_uid == uid)
-    ).scalar()
+    existing = connection.execute(_STUDY_STATE, {"uid": uid}).scalar()
     if existing == state or (state == WAITING and existing == UNMATCHED):
         return
     values = {"state": state, "changed_at": now, "waiting_since": now if state == WAITING else None}

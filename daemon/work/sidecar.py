@@ -35,38 +35,51 @@ class WritebackQueued:
     withdrawn: bool = False
 
 
+# The statements run for every report and study, built once with bind parameters: SQLAlchemy then finds
+# them in its compiled cache without building and cache-keying them anew (~0.2 ms of CPU each, a dozen a report).
+_LOCK_STUDY = (
+    sa.select(studies.c.study_instance_uid, studies.c.accession_number, studies.c.patient_id, studies.c.state)
+    .where(studies.c.study_instance_uid == sa.bindparam("uid"))
+    .with_for_update()
+)
+_CURRENT_LABELS = (
+    sa.select(study_labels.c.id, study_labels.c.report_id, study_labels.c.prediction_id)
+    .where(study_labels.c.study_instance_uid == sa.bindparam("uid"), study_labels.c.current.is_(True))
+    .order_by(study_labels.c.id.desc())
+)
+_LABEL_SOURCES = (
+    sa.select(reports.c.id, reports.c.created_at, sa.func.max(predictions.c.id).label("prediction_id"))
+    .select_from(
+        report_links.join(reports, reports.c.id == report_links.c.report_id).join(
+            predictions, predictions.c.report_id == reports.c.id
+        )
+    )
+    .where(report_links.c.study_instance_uid == sa.bindparam("uid"), reports.c.state == REPORT_ACTIVE)
+    .group_by(reports.c.id, reports.c.created_at)
+)
+_PREDICTION = sa.select(predictions).where(predictions.c.id == sa.bindparam("prediction_id"))
+_REPORT_ACCESSION = sa.select(reports.c.accession_number).where(reports.c.id == sa.bindparam("report_id"))
+_INSERT_LABELS = study_labels.insert()
+_LINKED_STUDIES = (
+    sa.select(report_links.c.study_instance_uid)
+    .where(report_links.c.report_id == sa.bindparam("report_id"))
+    .order_by(report_links.c.study_instance_uid)
+)
+
+
 def lock_study(connection: Connection, study_instance_uid: str) -> sa.Row | None:
     """The study's row (uid, accession, patient id, state), locked until the transaction ends."""
-    return connection.execute(
-        sa.select(
-            studies.c.study_instance_uid, studies.c.accession_number, studies.c.patient_id, studies.c.state
-        )
-        .where(studies.c.study_instance_uid == study_instance_uid)
-        .with_for_update()
-    ).first()
+    return connection.execute(_LOCK_STUDY, {"uid": study_instance_uid}).first()
 
 
 def current_labels(connection: Connection, study_instance_uid: str) -> CurrentLabels | None:
-    row = connection.execute(
-        sa.select(study_labels.c.id, study_labels.c.report_id, study_labels.c.prediction_id)
-        .where(study_labels.c.study_instance_uid == study_instance_uid, study_labels.c.current.is_(True))
-        .order_by(study_labels.c.id.desc())
-    ).first()
+    row = connection.execute(_CURRENT_LABELS, {"uid": study_instance_uid}).first()
     return CurrentLabels(row.id, row.report_id, row.prediction_id) if row else None
 
 
 def label_sources(connection: Connection, study_instance_uid: str) -> list[LabelSource]:
     """Active reports linked to the study that have a prediction, each with its newest prediction."""
-    rows = connection.execute(
-        sa.select(reports.c.id, reports.c.created_at, sa.func.max(predictions.c.id).label("prediction_id"))
-        .select_from(
-            report_links.join(reports, reports.c.id == report_links.c.report_id).join(
-                predictions, predictions.c.report_id == reports.c.id
-            )
-        )
-        .where(report_links.c.study_instance_uid == study_instance_uid, reports.c.state == REPORT_ACTIVE)
-        .group_by(reports.c.id, reports.c.created_at)
-    ).all()
+    rows = connection.execute(_LABEL_SOURCES, {"uid": study_instance_uid}).all()
     return [LabelSource(row.id, row.prediction_id, row.created_at) for row in rows]
 
 
@@ -81,25 +94,24 @@ def label_study(connection: Connection, study_instance_uid: str, now: dt.datetim
         return None
     if change.retire is not None:
         retire(connection, change.retire.id, change.reason or "superseded", now)
-    prediction = connection.execute(
-        sa.select(predictions).where(predictions.c.id == change.source.prediction_id)
-    ).one()
+    prediction = connection.execute(_PREDICTION, {"prediction_id": change.source.prediction_id}).one()
     accession = study.accession_number or connection.execute(
-        sa.select(reports.c.accession_number).where(reports.c.id == change.source.report_id)
+        _REPORT_ACCESSION, {"report_id": change.source.report_id}
     ).scalar()
     label_id = int(
         connection.execute(
-            study_labels.insert().values(
-                study_instance_uid=study_instance_uid,
-                accession_number=accession,
-                report_id=change.source.report_id,
-                prediction_id=prediction.id,
-                labels=prediction.labels,
-                probabilities=prediction.probabilities,
-                model=prediction.model,
-                labelled_at=now,
-                current=True,
-            )
+            _INSERT_LABELS,
+            {
+                "study_instance_uid": study_instance_uid,
+                "accession_number": accession,
+                "report_id": change.source.report_id,
+                "prediction_id": prediction.id,
+                "labels": prediction.labels,
+                "probabilities": prediction.probabilities,
+                "model": prediction.model,
+                "labelled_at": now,
+                "current": True,
+            },
         ).inserted_primary_key[0]  # type: ignore[index]
     )
     queued = enqueue_writeback(connection, study_instance_uid, label_id)
@@ -180,13 +192,7 @@ def enqueue_writeback(
 
 
 def linked_study_uids(connection: Connection, report_id: int) -> list[str]:
-    return list(
-        connection.execute(
-            sa.select(report_links.c.study_instance_uid)
-            .where(report_links.c.report_id == report_id)
-            .order_by(report_links.c.study_instance_uid)
-        ).scalars()
-    )
+    return list(connection.execute(_LINKED_STUDIES, {"report_id": report_id}).scalars())
 
 
 def has_active_links(connection: Connection, study_instance_uid: str) -> bool:
