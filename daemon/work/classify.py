@@ -251,24 +251,30 @@ def store_prediction(
     now: dt.datetime,
 ) -> int:
     """Insert the report's prediction unless it already has one from the same model (a job run twice)."""
-    existing = connection.execute(
-        sa.select(predictions.c.id)
-        .where(predictions.c.report_id == report_id, predictions.c.model == prediction.model)
-        .order_by(predictions.c.id.desc())
-    ).first()
+    existing = connection.execute(_EXISTING_PREDICTION, {"report_id": report_id, "model": prediction.model}).first()
     if existing is not None:
         return int(existing.id)
     result = connection.execute(
-        predictions.insert().values(
-            report_id=report_id,
-            probabilities=dict(prediction.probabilities),
-            labels=dict(prediction.labels),
-            thresholds=dict(thresholds) if thresholds else None,
-            model=prediction.model,
-            created_at=now,
-        )
+        _INSERT_PREDICTION,
+        {
+            "report_id": report_id,
+            "probabilities": dict(prediction.probabilities),
+            "labels": dict(prediction.labels),
+            "thresholds": dict(thresholds) if thresholds else None,
+            "model": prediction.model,
+            "created_at": now,
+        },
     )
     return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+# store_prediction's statements, built once with bind parameters (not built and cache-keyed per report).
+_EXISTING_PREDICTION = (
+    sa.select(predictions.c.id)
+    .where(predictions.c.report_id == sa.bindparam("report_id"), predictions.c.model == sa.bindparam("model"))
+    .order_by(predictions.c.id.desc())
+)
+_INSERT_PREDICTION = predictions.insert()
 
 
 def build_classify_handler(services: Services) -> BatchHandler | None:
