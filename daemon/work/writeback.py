@@ -49,7 +49,8 @@ from sqlalchemy import Connection
 from daemon.audit import trail
 from daemon.config import AeAddress, Config, parse_ae_address
 from daemon.dicom.forward import ForwardError, SendOutcome, send_groups
-from daemon.dicom.private_tags import apply_label_tags, apply_withdrawn_tags, as_utc, carries_labels
+from daemon.dicom.private_tags import GROUP, apply_label_tags, apply_withdrawn_tags, as_utc, carries_labels
+from daemon.dicom.retag import splice_group
 from daemon.dicom.sr import COMPREHENSIVE_SR_SOP_CLASS, SERIES_DESCRIPTION, SR_SERIES_NUMBER, sr_identity
 from daemon.dicom.sr_template import SrEncoder
 from daemon.dicom.storage import sync_directories, sync_directory
@@ -422,7 +423,8 @@ def _tag_instances(
         if not write:
             evidence.append(_evidence(pydicom.dcmread(path, stop_before_pixels=True), full=not evidence))
             continue
-        dataset = pydicom.dcmread(path)
+        original = path.read_bytes()
+        dataset = pydicom.dcmread(io.BytesIO(original))
         if carries_labels(dataset, record, withdrawn_at=withdrawn_at):
             unchanged += 1
         else:
@@ -430,7 +432,7 @@ def _tag_instances(
                 apply_withdrawn_tags(dataset, record, withdrawn_at)
             else:
                 apply_label_tags(dataset, record)
-            sizes[row.id] = retag_file(path, dataset, sync_folder=False)
+            sizes[row.id] = retag_file(path, dataset, sync_folder=False, original=original)
             renamed_in.add(path.parent)
             tagged += 1
         evidence.append(_evidence(dataset, full=not evidence))
@@ -439,11 +441,17 @@ def _tag_instances(
     return tagged, unchanged, sizes, evidence
 
 
-def retag_file(path: Path, dataset: Dataset, *, sync_folder: bool = True) -> int:
-    """Write `dataset` over `path` atomically, encoded like the original (pixel data bytes untouched)."""
-    buffer = io.BytesIO()
-    dataset.save_as(buffer)
-    data = buffer.getvalue()
+def retag_file(path: Path, dataset: Dataset, *, sync_folder: bool = True, original: bytes | None = None) -> int:
+    """Write `dataset` over `path` atomically, encoded like the original (pixel data bytes untouched).
+
+    Given the `original` bytes `dataset` was read from (and changed only in its NEUROLABEL group), the new
+    group is spliced into them (daemon/dicom/retag.py) instead of pydicom encoding every element again.
+    """
+    data = splice_group(original, dataset, GROUP) if original is not None else None
+    if data is None:
+        buffer = io.BytesIO()
+        dataset.save_as(buffer)
+        data = buffer.getvalue()
     atomic_write(path, data, sync_folder=sync_folder)
     return len(data)
 

@@ -1,0 +1,74 @@
+"""Splicing the NEUROLABEL block into the stored bytes gives what pydicom writes for the whole dataset."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from daemon.dicom.private_tags import GROUP, apply_label_tags, apply_withdrawn_tags, read_label_block, read_label_tags
+from daemon.dicom.retag import splice_group
+from tests.dicom.test_private_tags import SAMPLES, make_record
+
+UNSPLICED = {"MR_small_bigendian.dcm", "image_dfl.dcm"}  # big endian, deflated: written by pydicom instead
+
+
+def part10(name: str, *, other_creator: bool = False, labelled: bool = False) -> bytes:
+    """The test file as the intake stores it (a Part 10 file written by pydicom), optionally with another
+    private creator in group 0x0011 or an older NEUROLABEL block."""
+    dataset = pydicom.dcmread(get_testdata_file(name))
+    if other_creator:
+        dataset.private_block(GROUP, "GEMS_PATI_01", create=True).add_new(0x10, "SS", 1)
+    if labelled:
+        apply_label_tags(dataset, make_record(str(dataset.StudyInstanceUID), seed=3))
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def pydicom_rewrite(data: bytes, change: object) -> tuple[pydicom.Dataset, bytes]:
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    change(dataset)  # type: ignore[operator]
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    return dataset, buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+@pytest.mark.parametrize("variant", ["plain", "other_creator", "relabel"])
+def test_splice_writes_what_pydicom_writes(name: str, variant: str) -> None:
+    data = part10(name, other_creator=variant == "other_creator", labelled=variant == "relabel")
+    record = make_record("1.2.3", seed=1, accession=None if variant == "relabel" else "ACC-1")
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    apply_label_tags(dataset, record)
+    spliced = splice_group(data, dataset, GROUP)
+    _, expected = pydicom_rewrite(data, lambda d: apply_label_tags(d, record))
+    if name in UNSPLICED:
+        assert spliced is None
+        return
+    assert spliced == expected
+    found = read_label_tags(pydicom.dcmread(io.BytesIO(spliced)))
+    assert found is not None and found.labels == record.labels and found.probabilities == record.probabilities
+
+
+def test_withdrawal_is_spliced_too() -> None:
+    data = part10("MR_small_implicit.dcm", labelled=True)
+    record = make_record("1.2.3")
+    at = dt.datetime(2024, 6, 1, tzinfo=dt.timezone.utc)
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    apply_withdrawn_tags(dataset, record, at)
+    spliced = splice_group(data, dataset, GROUP)
+    _, expected = pydicom_rewrite(data, lambda d: apply_withdrawn_tags(d, record, at))
+    assert spliced == expected
+    block = read_label_block(pydicom.dcmread(io.BytesIO(spliced)))
+    assert block is not None and block.record is None and block.labelled_at == at
+
+
+def test_a_file_without_part10_header_is_left_to_pydicom() -> None:
+    data = part10("MR_small.dcm")
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    assert splice_group(data[132:], dataset, GROUP) is None
+    assert splice_group(data[:200], dataset, GROUP) is None
