@@ -60,13 +60,7 @@ def _dataset_start(data: bytes) -> tuple[int, str]:
         group, element = struct.unpack_from("<HH", data, offset)
         if group != 0x0002:
             break
-        vr = data[offset + 4 : offset + 6]
-        if vr in _LONG_VRS:
-            (length,) = struct.unpack_from("<I", data, offset + 8)
-            value_at = offset + 12
-        else:
-            (length,) = struct.unpack_from("<H", data, offset + 6)
-            value_at = offset + 8
+        _, length, value_at = _header(data, offset, implicit=False)
         if element == 0x0010:
             syntax = data[value_at : value_at + length].rstrip(b"\0 ").decode("ascii")
         offset = value_at + length
@@ -89,20 +83,22 @@ def _group_range(data: bytes, offset: int, group: int, implicit: bool) -> tuple[
     return (offset if first < 0 else first), offset
 
 
+def _header(data: bytes, offset: int, implicit: bool) -> tuple[bytes, int, int]:
+    """(VR, or b"" when implicit; value length; offset of the value) of the element header at `offset`."""
+    if implicit:
+        (length,) = struct.unpack_from("<I", data, offset + 4)
+        return b"", length, offset + 8
+    vr = data[offset + 4 : offset + 6]
+    if vr in _LONG_VRS:
+        (length,) = struct.unpack_from("<I", data, offset + 8)
+        return vr, length, offset + 12
+    (length,) = struct.unpack_from("<H", data, offset + 6)
+    return vr, length, offset + 8
+
+
 def _element_end(data: bytes, offset: int, implicit: bool) -> int:
     """The offset just after the element that starts at `offset` (nested items walked when undefined)."""
-    if implicit:
-        vr = b""
-        (length,) = struct.unpack_from("<I", data, offset + 4)
-        value_at = offset + 8
-    else:
-        vr = data[offset + 4 : offset + 6]
-        if vr in _LONG_VRS:
-            (length,) = struct.unpack_from("<I", data, offset + 8)
-            value_at = offset + 12
-        else:
-            (length,) = struct.unpack_from("<H", data, offset + 6)
-            value_at = offset + 8
+    vr, length, value_at = _header(data, offset, implicit)
     if length != _UNDEFINED:
         return value_at + length
     # An undefined length: a sequence (or encapsulated data): items up to the sequence delimiter.
