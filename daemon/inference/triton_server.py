@@ -148,12 +148,25 @@ def child_setup(cpu_priority: str) -> Callable[[], None]:
 
     def setup() -> None:
         _die_with_parent()
-        if cpu_priority == "idle":
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        elif cpu_priority == "low":
-            os.nice(LOW_PRIORITY_NICE)
+        with contextlib.suppress(OSError):  # refused (a seccomp filter): it runs as the daemon; see priority_applied
+            if cpu_priority == "idle":
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            elif cpu_priority == "low":
+                os.nice(LOW_PRIORITY_NICE)
 
     return setup
+
+
+def priority_applied(pid: int, cpu_priority: str) -> bool:
+    """Whether process `pid` runs at [triton] cpu_priority `cpu_priority` (False when it cannot be read)."""
+    try:
+        if cpu_priority == "idle":
+            return os.sched_getscheduler(pid) == os.SCHED_IDLE
+        if cpu_priority == "low":
+            return os.getpriority(os.PRIO_PROCESS, pid) >= min(19, os.getpriority(os.PRIO_PROCESS, 0) + LOW_PRIORITY_NICE)
+    except OSError:
+        return False
+    return True
 
 
 class BundledTriton:
@@ -204,6 +217,9 @@ class BundledTriton:
                 preexec_fn=child_setup(self._settings.cpu_priority),
             )
         log.info("tritonserver started (pid %d, grpc port %d)", self._process.pid, self._settings.grpc_port)
+        if not priority_applied(self._process.pid, self._settings.cpu_priority):
+            log.warning("tritonserver runs at the daemon's CPU priority: [triton] cpu_priority = %r was refused",
+                        self._settings.cpu_priority)
 
     async def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,8 +17,10 @@ from daemon.inference.component import model_readiness
 from daemon.inference.triton_server import (
     BundledTriton,
     TritonNotInstalled,
+    child_setup,
     find_installation,
     grpc_url,
+    priority_applied,
     with_concrete_ports,
 )
 
@@ -49,6 +53,7 @@ async def test_bundled_server_serves_a_python_model_and_stops_cleanly(test_confi
         assert pid is not None
         # It yields the CPU to intake ([triton] cpu_priority, "idle" by default).
         assert config.triton.cpu_priority == "idle" and os.sched_getscheduler(pid) == os.SCHED_IDLE
+        assert priority_applied(pid, "idle") and not priority_applied(os.getpid(), "idle")
         assert model_readiness(grpc_url(config), "text_length") == (True, f"{grpc_url(config)} model text_length:1")
         client = grpcclient.InferenceServerClient(grpc_url(config))
         texts = np.array([[b"abc"], ["d\u00e9f g".encode()]], dtype=object)
@@ -104,3 +109,15 @@ async def _tick() -> None:
     import asyncio
 
     await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("cpu_priority", ["normal", "low", "idle"])
+def test_child_setup_applies_the_cpu_priority(cpu_priority: str) -> None:
+    probe = "import os; print(os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))"
+    output = subprocess.run([sys.executable, "-c", probe], preexec_fn=child_setup(cpu_priority), check=True,
+                            capture_output=True, text=True).stdout.split()
+    policy, nice = int(output[0]), int(output[1])
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    expected = {"normal": (os.SCHED_OTHER, own), "low": (os.SCHED_OTHER, min(19, own + 10)),
+                "idle": (os.SCHED_IDLE, own)}
+    assert (policy, nice) == expected[cpu_priority]
