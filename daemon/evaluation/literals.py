@@ -6,7 +6,7 @@ of them, or ``None`` when it cannot say (case-insensitive patterns, or no
 literal that every match must have). ``text`` cannot contain a match when no
 literal is ``in`` it, so ``str.__contains__`` (a fast substring search) can
 skip a regex search that would find nothing. The rule-based labeller uses it
-to skip most of its ~60 phrase patterns on a report.
+to skip most of its 47 phrase patterns on a report.
 
 The answer is conservative: every part of the tree it does not understand
 contributes nothing, which can only make the answer weaker (``None``), never
