@@ -420,6 +420,7 @@ def run_training(options: TrainOptions, command: str = "") -> TrainResult:
         window=spec,
         onnx_files=dict(ONNX_FILES),
         encoder=ENCODER_NAME.format(layers=options.encoder_layers),
+        rules_weight=options.rules_weight,
         training={
             "data": source,
             "data_sha256": data_digest(records),
@@ -440,7 +441,8 @@ def run_training(options: TrainOptions, command: str = "") -> TrainResult:
     version_dir = model_dir / options.version
     export_variants(model, version_dir)
     write_repository(metadata, encoder_dir / "tokenizer.json", model_dir, version_dir)
-    # Thresholds are chosen on what is served: the int8 graph's probabilities on the validation split.
+    # Thresholds are chosen on what is served: the int8 graph's probabilities, blended with the rules
+    # by rules_weight, on the validation split.
     from daemon.inference.runtime import OnnxReportModel
 
     served = OnnxReportModel(version_dir)
