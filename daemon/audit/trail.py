@@ -33,10 +33,14 @@ def record(
 ) -> None:
     """Append one audit event, e.g. record(c, "hl7.message", SUCCESS, actor="RIS@10.0.0.5", identifiers={...})."""
     connection.execute(
-        audit_events.insert().values(
-            **_row(AuditEvent(kind, outcome, actor, identifiers, duration_ms, detail), dt.datetime.now(dt.timezone.utc))
-        )
+        _INSERT, _row(AuditEvent(kind, outcome, actor, identifiers, duration_ms, detail), dt.datetime.now(dt.timezone.utc))
     )
+
+
+# Built once: an `insert().values(...)` built per event is cache-keyed anew each time (~0.2 ms of CPU; the
+# pipeline writes four or five events a report). Every column but the key is always given, so the one
+# compiled form serves every call.
+_INSERT = audit_events.insert()
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ def record_many(connection: Connection, events: Sequence[AuditEvent]) -> None:
     """Append several events with one executemany (e.g. a group commit of received instances)."""
     if events:
         now = dt.datetime.now(dt.timezone.utc)
-        connection.execute(audit_events.insert(), [_row(event, now) for event in events])
+        connection.execute(_INSERT, [_row(event, now) for event in events])
 
 
 def _row(event: AuditEvent, at: dt.datetime) -> dict[str, Any]:

@@ -154,31 +154,42 @@ def claim(
 ) -> list[Job]:
     """Atomically move up to `limit` due pending jobs of `kinds` to running, leased to `worker` for `lease_seconds`."""
     now = utcnow()
-    due = (
-        sa.select(jobs.c.id)
-        .where(jobs.c.state == PENDING, jobs.c.kind.in_(kinds), jobs.c.not_before <= now)
-        .order_by(jobs.c.not_before, jobs.c.id)
-        .limit(limit)
-    )
-    if database.supports_skip_locked:
-        due = due.with_for_update(skip_locked=True)
+    due = _DUE_LOCKED if database.supports_skip_locked else _DUE
     with database.begin() as connection:
-        ids = [row.id for row in connection.execute(due)]
+        ids = list(connection.execute(due, {"kinds": list(kinds), "now": now, "limit": limit}).scalars())
         if not ids:
             return []
         rows = connection.execute(
-            jobs.update()
-            .where(jobs.c.id.in_(ids), jobs.c.state == PENDING)
-            .values(
-                state=RUNNING,
-                claimed_by=worker,
-                claimed_at=now,
-                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
-                attempts=jobs.c.attempts + 1,
-            )
-            .returning(jobs.c.id, jobs.c.kind, jobs.c.key, jobs.c.payload, jobs.c.attempts)
+            _TAKE,
+            {"ids": ids, "worker": worker, "now": now, "expires": now + dt.timedelta(seconds=lease_seconds)},
         ).all()
     return sorted((Job(r.id, r.kind, r.key, r.payload or {}, r.attempts, worker) for r in rows), key=lambda j: j.id)
+
+
+# claim's statements, built once (the runner claims for every batch; see _COMPLETE below).
+_DUE = (
+    sa.select(jobs.c.id)
+    .where(
+        jobs.c.state == PENDING,
+        jobs.c.kind.in_(sa.bindparam("kinds", expanding=True)),
+        jobs.c.not_before <= sa.bindparam("now"),
+    )
+    .order_by(jobs.c.not_before, jobs.c.id)
+    .limit(sa.bindparam("limit"))
+)
+_DUE_LOCKED = _DUE.with_for_update(skip_locked=True)
+_TAKE = (
+    jobs.update()
+    .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.state == PENDING)
+    .values(
+        state=RUNNING,
+        claimed_by=sa.bindparam("worker"),
+        claimed_at=sa.bindparam("now"),
+        lease_expires_at=sa.bindparam("expires"),
+        attempts=jobs.c.attempts + 1,
+    )
+    .returning(jobs.c.id, jobs.c.kind, jobs.c.key, jobs.c.payload, jobs.c.attempts)
+)
 
 
 def _job_id(job: Job | int) -> int:

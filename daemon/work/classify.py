@@ -288,6 +288,8 @@ def build_classify_handler(services: Services) -> BatchHandler | None:
     # One Triton server, or several (load spread) with TLS/header settings: daemon/inference/triton_remote.py
     classifier = connect_classifier(services.config)
     worker = ClassifyWorker(services.database, services.work_signal, classifier, services.metrics)
+    # ClassifyWorker.run completes every job it reports no error for (in _store's transaction).
     return BatchHandler(
-        worker.run, batch_size=batch_size, close=classifier.close, max_in_flight=BATCHES_IN_FLIGHT
+        worker.run, batch_size=batch_size, close=classifier.close, max_in_flight=BATCHES_IN_FLIGHT,
+        completes_jobs=True,
     )

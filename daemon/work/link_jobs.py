@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -76,7 +77,58 @@ _UPDATE_REPORT_STATE = (
         reason=sa.bindparam("why"),
     )
 )
+_INSERT_LINK = report_links.insert()
+_INSERT_STUDY_STATE = study_link_states.insert().values(
+    study_instance_uid=sa.bindparam("uid"), state=sa.bindparam("state"), changed_at=sa.bindparam("changed_at"),
+    waiting_since=sa.bindparam("waiting_since"),
+)
+_UPDATE_STUDY_STATE = (
+    study_link_states.update()
+    .where(study_link_states.c.study_instance_uid == sa.bindparam("uid"))
+    .values(state=sa.bindparam("state"), changed_at=sa.bindparam("changed_at"),
+            waiting_since=sa.bindparam("waiting_since"))
+)
 
+
+def _candidates_statement(by_uid: bool, by_accession: bool, by_patient: bool) -> sa.Select[Any]:
+    """Studies matching a report by the identifiers it has, each with whether another active report links it."""
+    conditions = []
+    if by_uid:
+        conditions.append(studies.c.study_instance_uid == sa.bindparam("uid"))
+    if by_accession:
+        conditions.append(studies.c.accession_number == sa.bindparam("accession"))
+    if by_patient:
+        conditions.append(studies.c.patient_id == sa.bindparam("patient"))
+    elsewhere = (
+        sa.select(report_links.c.id)
+        .join(reports, reports.c.id == report_links.c.report_id)
+        .where(
+            report_links.c.study_instance_uid == studies.c.study_instance_uid,
+            reports.c.state == sidecar.REPORT_ACTIVE,
+            reports.c.id != sa.bindparam("report_id"),
+        )
+        .exists()
+    )
+    return (
+        sa.select(
+            studies.c.study_instance_uid,
+            studies.c.accession_number,
+            studies.c.patient_id,
+            studies.c.study_date,
+            studies.c.modalities,
+            studies.c.last_received_at,
+            patients.c.issuer_of_patient_id,
+            elsewhere.label("linked_elsewhere"),
+        )
+        .select_from(studies.outerjoin(patients, patients.c.id == studies.c.patient_ref))
+        .where(sa.or_(*conditions))
+    )
+
+
+# candidate_studies' statement for each combination of (study UID, accession, patient id) a report has.
+_CANDIDATES = {
+    given: _candidates_statement(*given) for given in itertools.product((False, True), repeat=3) if any(given)
+}
 
 Queued = list[sidecar.WritebackQueued]
 # One job's work inside the batch's transaction.
@@ -93,7 +145,8 @@ def link_handlers(services: Services) -> dict[str, BatchHandler]:
             sidecar.notify_writebacks(signal, queued)
             return errors
 
-        return BatchHandler(run, batch_size=BATCH_SIZE, max_in_flight=1)
+        # run_jobs completes every job it reports no error for, in the transaction of its writes.
+        return BatchHandler(run, batch_size=BATCH_SIZE, max_in_flight=1, completes_jobs=True)
 
     return {LINK: handler(link_job), STUDY_STABLE: handler(study_stable_job), WITHDRAW: handler(withdraw_job)}
 
@@ -208,9 +261,8 @@ def link_report(
             return []
         for uid in decision.study_uids:
             connection.execute(
-                report_links.insert().values(
-                    report_id=report.id, study_instance_uid=uid, method=decision.method, linked_at=now
-                )
+                _INSERT_LINK, {"report_id": report.id, "study_instance_uid": uid, "method": decision.method,
+                               "linked_at": now}
             )
             set_study_state(connection, uid, LINKED, now)
         set_report_state(connection, report.id, LINKED, now, reason=decision.reason)
@@ -245,38 +297,13 @@ def report_facts(report: sa.Row) -> ReportFacts:
 
 def candidate_studies(connection: Connection, facts: ReportFacts) -> list[StudyFacts]:
     """Every study that could match the report by UID, accession or patient."""
-    conditions = []
-    if facts.study_instance_uid:
-        conditions.append(studies.c.study_instance_uid == facts.study_instance_uid)
-    if facts.accession_number:
-        conditions.append(studies.c.accession_number == facts.accession_number)
-    if facts.patient_id:
-        conditions.append(studies.c.patient_id == facts.patient_id)
-    if not conditions:
+    given = (bool(facts.study_instance_uid), bool(facts.accession_number), bool(facts.patient_id))
+    if not any(given):
         return []
-    elsewhere = (
-        sa.select(report_links.c.id)
-        .join(reports, reports.c.id == report_links.c.report_id)
-        .where(
-            report_links.c.study_instance_uid == studies.c.study_instance_uid,
-            reports.c.state == sidecar.REPORT_ACTIVE,
-            reports.c.id != facts.id,
-        )
-        .exists()
-    )
     rows = connection.execute(
-        sa.select(
-            studies.c.study_instance_uid,
-            studies.c.accession_number,
-            studies.c.patient_id,
-            studies.c.study_date,
-            studies.c.modalities,
-            studies.c.last_received_at,
-            patients.c.issuer_of_patient_id,
-            elsewhere.label("linked_elsewhere"),
-        )
-        .select_from(studies.outerjoin(patients, patients.c.id == studies.c.patient_ref))
-        .where(sa.or_(*conditions))
+        _CANDIDATES[given],
+        {"report_id": facts.id, "uid": facts.study_instance_uid, "accession": facts.accession_number,
+         "patient": facts.patient_id},
     ).all()
     return [
         StudyFacts(
@@ -353,13 +380,8 @@ def set_study_state(connection: Connection, uid: str, state: str, now: dt.dateti
     existing = connection.execute(_STUDY_STATE, {"uid": uid}).scalar()
     if existing == state or (state == WAITING and existing == UNMATCHED):
         return
-    values = {"state": state, "changed_at": now, "waiting_since": now if state == WAITING else None}
-    if existing is None:
-        connection.execute(study_link_states.insert().values(study_instance_uid=uid, **values))
-    else:
-        connection.execute(
-            study_link_states.update().where(study_link_states.c.study_instance_uid == uid).values(**values)
-        )
+    values = {"uid": uid, "state": state, "changed_at": now, "waiting_since": now if state == WAITING else None}
+    connection.execute(_INSERT_STUDY_STATE if existing is None else _UPDATE_STUDY_STATE, values)
 
 
 # --- the scheduler's pass ------------------------------------------------------------------

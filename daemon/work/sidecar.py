@@ -66,6 +66,13 @@ _LINKED_STUDIES = (
     .order_by(report_links.c.study_instance_uid)
 )
 
+_ACTIVE_LINK = (
+    sa.select(report_links.c.id)
+    .join(reports, reports.c.id == report_links.c.report_id)
+    .where(report_links.c.study_instance_uid == sa.bindparam("uid"), reports.c.state == REPORT_ACTIVE)
+    .limit(1)
+)
+
 
 def lock_study(connection: Connection, study_instance_uid: str) -> sa.Row | None:
     """The study's row (uid, accession, patient id, state), locked until the transaction ends."""
@@ -196,15 +203,7 @@ def linked_study_uids(connection: Connection, report_id: int) -> list[str]:
 
 
 def has_active_links(connection: Connection, study_instance_uid: str) -> bool:
-    return (
-        connection.execute(
-            sa.select(report_links.c.id)
-            .join(reports, reports.c.id == report_links.c.report_id)
-            .where(report_links.c.study_instance_uid == study_instance_uid, reports.c.state == REPORT_ACTIVE)
-            .limit(1)
-        ).first()
-        is not None
-    )
+    return connection.execute(_ACTIVE_LINK, {"uid": study_instance_uid}).first() is not None
 
 
 def notify_writebacks(signal: WorkSignal, queued: Sequence[WritebackQueued]) -> None:

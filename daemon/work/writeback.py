@@ -344,20 +344,21 @@ def _record_writeback(
         )
         forward_keys.append(key)
     connection.execute(
-        writebacks.insert().values(
-            study_instance_uid=study_instance_uid,
-            study_label_id=study_label_id,
-            action=action,
-            state="done",
-            instances_tagged=files.tagged,
-            instances_unchanged=files.unchanged,
-            sr_sop_instance_uid=sr_written.sop_instance_uid if sr_written else None,
-            sr_series_instance_uid=sr_written.series_instance_uid if sr_written else None,
-            replaced_sr_sop_instance_uid=sr_written.replaced if sr_written else None,
-            forwarded_to=[str(destination) for destination in destinations],
-            started_at=files.started_at,
-            finished_at=dt.datetime.now(dt.timezone.utc),
-        )
+        _INSERT_WRITEBACK,
+        {
+            "study_instance_uid": study_instance_uid,
+            "study_label_id": study_label_id,
+            "action": action,
+            "state": "done",
+            "instances_tagged": files.tagged,
+            "instances_unchanged": files.unchanged,
+            "sr_sop_instance_uid": sr_written.sop_instance_uid if sr_written else None,
+            "sr_series_instance_uid": sr_written.series_instance_uid if sr_written else None,
+            "replaced_sr_sop_instance_uid": sr_written.replaced if sr_written else None,
+            "forwarded_to": [str(destination) for destination in destinations],
+            "started_at": files.started_at,
+            "finished_at": dt.datetime.now(dt.timezone.utc),
+        },
     )
     trail.record(
         connection,
@@ -550,6 +551,23 @@ _SERIES_ID = sa.select(series.c.id).where(series.c.series_instance_uid == sa.bin
 _GENERATED_ROWS = sa.select(instances.c.id, instances.c.size_bytes).where(
     instances.c.study_instance_uid == sa.bindparam("uid"), instances.c.generated.is_(True)
 )
+_GROW_SERIES = series.update().where(series.c.id == sa.bindparam("series_id")).values(
+    total_bytes=series.c.total_bytes + sa.bindparam("delta")
+)
+_GROW_STUDY = studies.update().where(studies.c.study_instance_uid == sa.bindparam("uid")).values(
+    total_bytes=studies.c.total_bytes + sa.bindparam("delta")
+)
+_INSERT_SERIES = series.insert()
+_INSERT_INSTANCE = instances.insert()
+_DELETE_INSTANCES = instances.delete().where(instances.c.id.in_(sa.bindparam("ids", expanding=True)))
+_SET_SR_SERIES = series.update().where(series.c.id == sa.bindparam("series_id")).values(
+    instance_count=1, total_bytes=sa.bindparam("size")
+)
+_CHANGE_STUDY_COUNTS = studies.update().where(studies.c.id == sa.bindparam("study_id")).values(
+    instance_count=studies.c.instance_count + sa.bindparam("count"),
+    total_bytes=studies.c.total_bytes + sa.bindparam("delta"),
+)
+_INSERT_WRITEBACK = writebacks.insert()
 
 
 @dataclass(frozen=True)
@@ -641,16 +659,10 @@ def _record_sizes(
             series_delta[row.series_ref] += sizes[row.id] - row.size_bytes
     for series_id, delta in series_delta.items():
         if delta:
-            connection.execute(
-                series.update().where(series.c.id == series_id).values(total_bytes=series.c.total_bytes + delta)
-            )
+            connection.execute(_GROW_SERIES, {"series_id": series_id, "delta": delta})
     total = sum(series_delta.values())
     if total:
-        connection.execute(
-            studies.update()
-            .where(studies.c.study_instance_uid == study_instance_uid)
-            .values(total_bytes=studies.c.total_bytes + total)
-        )
+        connection.execute(_GROW_STUDY, {"uid": study_instance_uid, "delta": total})
 
 
 def _record_sr(connection: Connection, study_instance_uid: str, written: _WrittenSr) -> None:
@@ -662,42 +674,43 @@ def _record_sr(connection: Connection, study_instance_uid: str, written: _Writte
     series_id = connection.execute(_SERIES_ID, {"uid": written.series_instance_uid}).scalar()
     if series_id is None:
         series_id = connection.execute(
-            series.insert().values(
-                series_instance_uid=written.series_instance_uid,
-                study_ref=study.id,
-                modality="SR",
-                series_number=SR_SERIES_NUMBER,
-                series_description=SERIES_DESCRIPTION,
-                instance_count=0,
-                total_bytes=0,
-            )
+            _INSERT_SERIES,
+            {
+                "series_instance_uid": written.series_instance_uid,
+                "study_ref": study.id,
+                "modality": "SR",
+                "series_number": SR_SERIES_NUMBER,
+                "series_description": SERIES_DESCRIPTION,
+                "instance_count": 0,
+                "total_bytes": 0,
+            },
         ).inserted_primary_key[0]
     old_rows = connection.execute(_GENERATED_ROWS, {"uid": study_instance_uid}).all()
-    connection.execute(instances.delete().where(instances.c.id.in_([row.id for row in old_rows])))
+    if old_rows:
+        connection.execute(_DELETE_INSTANCES, {"ids": [row.id for row in old_rows]})
     connection.execute(
-        instances.insert().values(
-            sop_instance_uid=written.sop_instance_uid,
-            sop_class_uid=COMPREHENSIVE_SR_SOP_CLASS,
-            series_ref=series_id,
-            study_instance_uid=study_instance_uid,
-            instance_number=written.instance_number,
-            transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
-            path=written.relative_path,
-            size_bytes=written.size,
-            received_at=dt.datetime.now(dt.timezone.utc),
-            generated=True,
-        )
+        _INSERT_INSTANCE,
+        {
+            "sop_instance_uid": written.sop_instance_uid,
+            "sop_class_uid": COMPREHENSIVE_SR_SOP_CLASS,
+            "series_ref": series_id,
+            "study_instance_uid": study_instance_uid,
+            "instance_number": written.instance_number,
+            "transfer_syntax_uid": pydicom.uid.ExplicitVRLittleEndian,
+            "path": written.relative_path,
+            "size_bytes": written.size,
+            "received_at": dt.datetime.now(dt.timezone.utc),
+            "generated": True,
+        },
     )
+    connection.execute(_SET_SR_SERIES, {"series_id": series_id, "size": written.size})
     connection.execute(
-        series.update().where(series.c.id == series_id).values(instance_count=1, total_bytes=written.size)
-    )
-    connection.execute(
-        studies.update()
-        .where(studies.c.id == study.id)
-        .values(
-            instance_count=studies.c.instance_count + 1 - len(old_rows),
-            total_bytes=studies.c.total_bytes + written.size - sum(row.size_bytes for row in old_rows),
-        )
+        _CHANGE_STUDY_COUNTS,
+        {
+            "study_id": study.id,
+            "count": 1 - len(old_rows),
+            "delta": written.size - sum(row.size_bytes for row in old_rows),
+        },
     )
 
 

@@ -153,6 +153,28 @@ async def test_batch_handler_gets_jobs_together_and_reports_failures_per_job(ser
     assert states == {n: "failed" if n % 2 else "done" for n in range(10)}
 
 
+async def test_a_handler_that_completes_its_jobs_is_not_completed_again_but_its_failures_are_recorded(
+    services: Services,
+) -> None:
+    handled: list[int] = []
+
+    async def run(batch: Sequence[Job]) -> Mapping[int, BaseException]:
+        # Completes the even jobs in its own transaction but "forgets" n == 0: the runner must not complete it.
+        with services.database.begin() as connection:
+            for job in batch:
+                if job.payload["n"] % 2 == 0 and job.payload["n"] != 0:
+                    queue.complete(connection, job)
+        handled.extend(job.payload["n"] for job in batch)
+        return {job.id: JobFailed("odd") for job in batch if job.payload["n"] % 2}
+
+    enqueue_many(services, "own", 6)
+    async with running(services, {"own": BatchHandler(run, batch_size=6, completes_jobs=True)}):
+        await wait_for(lambda: len(handled) == 6, what="6 jobs handled")
+        await wait_for(lambda: "failed" in {r.state for r in job_rows(services).values()}, what="failures recorded")
+    states = {row.payload["n"]: row.state for row in job_rows(services).values()}
+    assert states == {0: "running", 1: "failed", 2: "done", 3: "failed", 4: "done", 5: "failed"}
+
+
 async def test_a_capped_batch_kind_leaves_the_other_slots_to_other_kinds(services: Services) -> None:
     release = asyncio.Event()
     batches: list[int] = []
