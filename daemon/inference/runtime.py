@@ -89,11 +89,7 @@ class OnnxReportModel:
         """Report logits [len(texts), labels]."""
         started = time.perf_counter()
         windows = self.tokenizer.windows(texts, self.metadata.window)
-        if self._per_window:
-            window_logits, window_lse = self._run_each(windows)
-            runs = len(windows)
-        else:
-            window_logits, window_lse, runs = self._run_batched(windows, len(texts))
+        window_logits, window_lse, runs = self._run(windows, len(texts))
         report_index = np.asarray([w.report for w in windows], dtype=np.int64)
         result = pool_windows(window_logits, window_lse, report_index, len(texts))
         log.debug(
@@ -102,26 +98,14 @@ class OnnxReportModel:
         )
         return result
 
-    def _run_each(self, windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
-        """One onnxruntime call per window: no padding, and each window quantised on its own scale."""
+    def _run(self, windows: Sequence[Window], n_reports: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Windows of similar length padded into batches; one window per call (no padding, each window
+        quantised on its own scale) for the variants that quantise activations per call."""
         n_labels = len(self.metadata.labels)
         window_logits = np.empty((len(windows), n_labels), dtype=np.float32)
         window_lse = np.empty((len(windows), n_labels), dtype=np.float32)
-        names = list(ONNX_OUTPUTS)
-        for row, window in enumerate(windows):
-            ids = np.asarray(window.ids, dtype=np.int64).reshape(1, -1)
-            pool = np.zeros_like(ids)
-            pool[0, window.own_start : window.own_stop] = 1
-            feeds = dict(zip(ONNX_INPUTS, (ids, np.ones_like(ids), pool)))
-            window_logits[row], window_lse[row] = (output[0] for output in self.session.run(names, feeds))
-        return window_logits, window_lse
-
-    def _run_batched(self, windows: Sequence[Window], n_reports: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Windows of similar length padded into batches (the fp16 GPU graph)."""
-        n_labels = len(self.metadata.labels)
-        window_logits = np.empty((len(windows), n_labels), dtype=np.float32)
-        window_lse = np.empty((len(windows), n_labels), dtype=np.float32)
-        chunks = plan_chunks(windows, self.options.max_windows_per_run, self.options.max_cells_per_run)
+        max_windows = 1 if self._per_window else self.options.max_windows_per_run
+        chunks = plan_chunks(windows, max_windows, self.options.max_cells_per_run)
         for chunk in chunks:
             batch = batch_windows([windows[i] for i in chunk], n_reports, self.tokenizer.special.pad)
             feeds = dict(zip(ONNX_INPUTS, (batch.input_ids, batch.attention_mask, batch.pool_mask)))
