@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from daemon.audit import trail
 from daemon.audit.trail import AuditEvent
 from daemon.store.database import Database
+from daemon.store.driver import cursor_of
 
 if TYPE_CHECKING:
     from daemon.hl7.intake import Handled
@@ -73,6 +74,8 @@ class PendingAudit:
         interval: float = FLUSH_SECONDS,
     ) -> None:
         self._database = database
+        # The listener writes one event per ACK: compiled once, run on the driver's cursor (daemon/store/driver.py).
+        self._audit = trail.DriverAudit.for_dialect(database.engine.dialect)
         self._run = run
         self._interval = interval
         self._events: list[AuditEvent] = []
@@ -121,7 +124,9 @@ class PendingAudit:
             return 0
         try:
             with self._database.begin() as connection:
-                trail.record_many(connection, events)
+                cursor = cursor_of(connection)
+                self._audit.record_many(cursor, events)
+                cursor.close()
         except BaseException:
             with self._lock:
                 self._events[:0] = events

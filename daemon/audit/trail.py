@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
 
+from daemon.store.driver import DriverStatement
 from daemon.store.schema import audit_events
 
 SUCCESS = "success"
@@ -62,6 +64,27 @@ def record_many(connection: Connection, events: Sequence[AuditEvent]) -> None:
     if events:
         now = dt.datetime.now(dt.timezone.utc)
         connection.execute(_INSERT, [_row(event, now) for event in events])
+
+
+@dataclass(frozen=True)
+class DriverAudit:
+    """`record_many` compiled once for a dialect and run on the DBAPI cursor of the caller's transaction
+    (daemon/store/driver.py): for HL7 intake, which writes audit rows for every message. Same rows."""
+
+    insert: DriverStatement
+
+    @classmethod
+    def for_dialect(cls, dialect: Dialect) -> DriverAudit:
+        return cls(DriverStatement.compile(_INSERT, dialect, _KEYS))
+
+    def record_many(self, cursor: Any, events: Sequence[AuditEvent]) -> None:
+        """`record_many(connection, events)`, on `cursor` (from `driver.cursor_of(connection)`)."""
+        if events:
+            now = dt.datetime.now(dt.timezone.utc)
+            self.insert.executemany(cursor, [_row(event, now) for event in events])
+
+
+_KEYS = ("at", "kind", "outcome", "actor", "identifiers", "duration_ms", "detail")
 
 
 def _row(event: AuditEvent, at: dt.datetime) -> dict[str, Any]:

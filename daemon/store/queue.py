@@ -16,8 +16,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
 
 from daemon.store.database import Database
+from daemon.store.driver import DriverStatement
 from daemon.store.schema import jobs
 
 PENDING = "pending"
@@ -119,6 +121,57 @@ def enqueue_many(connection: Connection, requests: Sequence[tuple[str, str, Mapp
     connection.execute(_INSERT_JOB_UNLESS_ACTIVE, rows)
 
 
+@dataclass(frozen=True)
+class DriverEnqueue:
+    """`enqueue_many` compiled once for a dialect and run on the DBAPI cursor of the caller's transaction
+    (daemon/store/driver.py): for HL7 intake, which queues a job for every message.
+
+    The same rows as `enqueue`: on SQLite the `INSERT OR IGNORE` of `enqueue_many`; on PostgreSQL the
+    `ON CONFLICT (kind, key) WHERE <active> DO NOTHING` of `enqueue`, as one executemany, followed by one
+    `pg_notify` per kind queued (also when every job of that kind was already active: a spurious wake-up
+    costs the workers one empty claim).
+    """
+
+    insert: DriverStatement
+    notify: DriverStatement | None
+
+    @classmethod
+    def for_dialect(cls, dialect: Dialect) -> DriverEnqueue:
+        if dialect.name == "sqlite":
+            statement: sa.Insert = _INSERT_JOB_UNLESS_ACTIVE
+        else:
+            statement = _dialect_insert(dialect.name)(jobs).on_conflict_do_nothing(
+                index_elements=[jobs.c.kind, jobs.c.key], index_where=sa.text(ACTIVE_PREDICATE)
+            )
+        notify = None
+        if dialect.name == "postgresql":
+            notify = DriverStatement.compile(
+                sa.select(
+                    sa.func.pg_notify(sa.bindparam("channel", type_=sa.String), sa.bindparam("kind", type_=sa.String))
+                ),
+                dialect,
+            )
+        return cls(DriverStatement.compile(statement, dialect, _JOB_KEYS), notify)
+
+    def enqueue_many(self, cursor: Any, requests: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
+        """`enqueue_many(connection, requests)`, on `cursor` (from `driver.cursor_of(connection)`)."""
+        if not requests:
+            return
+        now = utcnow()
+        self.insert.executemany(
+            cursor,
+            [
+                {"kind": kind, "key": key, "payload": dict(payload), "state": PENDING, "attempts": 0,
+                 "not_before": now, "created_at": now}
+                for kind, key, payload in requests
+            ],
+        )
+        if self.notify is not None:
+            for kind in sorted({kind for kind, _key, _payload in requests}):
+                self.notify.execute(cursor, {"channel": NOTIFY_CHANNEL, "kind": kind})
+
+
+_JOB_KEYS = ("kind", "key", "payload", "state", "attempts", "not_before", "created_at")
 _ACTIVE_JOB = (
     sa.select(jobs.c.id)
     .where(jobs.c.kind == sa.bindparam("kind"), jobs.c.key == sa.bindparam("key"), jobs.c.state.in_(ACTIVE))

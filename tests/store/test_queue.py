@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from daemon.store import queue
 from daemon.store.database import Database
+from daemon.store.driver import cursor_of
 from daemon.store.schema import jobs
 
 
@@ -249,10 +250,20 @@ def test_recovery_skips_rows_locked_by_a_live_transaction(database: Database) ->
     assert queue.recover_expired(database) == {"classify": 1}
 
 
-def test_enqueue_many_skips_active_and_repeated_keys_in_order(database: Database) -> None:
+@pytest.mark.parametrize("via", ["connection", "driver"])
+def test_enqueue_many_skips_active_and_repeated_keys_in_order(database: Database, via: str) -> None:
+    """`enqueue_many` and its compiled form on the DBAPI cursor (`DriverEnqueue`, HL7 intake's) alike."""
+    driver = queue.DriverEnqueue.for_dialect(database.engine.dialect)
+
+    def enqueue_many(connection: sa.Connection, requests: list[tuple[str, str, dict[str, int]]]) -> None:
+        if via == "driver":
+            driver.enqueue_many(cursor_of(connection), requests)
+        else:
+            queue.enqueue_many(connection, requests)
+
     first = _enqueue(database, "classify", "report-1", report_id=1)
     with database.begin() as connection:
-        queue.enqueue_many(
+        enqueue_many(
             connection,
             [
                 ("classify", "report-1", {"report_id": 1}),  # already pending
@@ -262,7 +273,7 @@ def test_enqueue_many_skips_active_and_repeated_keys_in_order(database: Database
                 ("classify", "report-3", {"report_id": 3}),
             ],
         )
-        queue.enqueue_many(connection, [])
+        enqueue_many(connection, [])
     with database.connect() as connection:
         rows = connection.execute(sa.select(jobs).order_by(jobs.c.id)).all()
     assert [(r.kind, r.key, r.payload, r.state, r.attempts) for r in rows] == [
@@ -275,5 +286,5 @@ def test_enqueue_many_skips_active_and_repeated_keys_in_order(database: Database
     [job] = queue.claim(database, ["withdraw"], "a")
     with database.begin() as connection:
         queue.complete(connection, job)
-        queue.enqueue_many(connection, [("withdraw", "report-1", {"report_id": 1})])  # finished: queued again
+        enqueue_many(connection, [("withdraw", "report-1", {"report_id": 1})])  # finished: queued again
     assert queue.depths(database)["withdraw"] == {"done": 1, "pending": 1}

@@ -1,0 +1,116 @@
+"""Statements compiled once for a dialect and run on the DBAPI cursor of the caller's transaction.
+
+For the hot path of HL7 intake, which runs the same few INSERTs for every message: there SQLAlchemy's
+per-execution work (cache key, execution context, parameter processing, result object; ~0.1 ms a
+statement) cost more than SQLite itself. SQLAlchemy still writes the SQL (compiled once per dialect, in
+the dialect's own paramstyle: `?` for sqlite3, `%(name)s` for psycopg) and still converts the values
+(each parameter goes through its column type's bind processor for that dialect: UTC timestamps, JSON),
+so a row written here is the row `connection.execute(statement, values)` writes. The statements run in
+the caller's transaction (same DBAPI connection); errors are the driver's own exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+
+Processor = Callable[[Any], Any]
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """One statement compiled for one dialect. Build it once (`compile`), then run it for every row."""
+
+    sql: str
+    # Parameter names in the order the driver wants them (positional paramstyles), or the dict's keys.
+    keys: tuple[str, ...]
+    processors: tuple[Processor | None, ...]
+    positional: bool
+    # How `insert` learns the new primary key: "lastrowid" (SQLite), "returning" (others), "" (not an insert).
+    new_id_from: str = ""
+
+    @classmethod
+    def compile(cls, statement: sa.Executable, dialect: Dialect, keys: Sequence[str] | None = None) -> DriverStatement:
+        """Compile `statement` for `dialect`. For an INSERT, `keys` are the columns every row gives; a column
+        left out must have no Python-side default (which only SQLAlchemy's own execution would fill in)."""
+        if isinstance(statement, sa.Insert):
+            if keys is None:
+                raise ValueError("an INSERT needs the keys its rows give")
+            missing = [
+                column.key
+                for column in statement.table.columns  # type: ignore[attr-defined]
+                if column.key not in keys and column.default is not None and not column.primary_key
+            ]
+            if missing:
+                raise ValueError(f"insert into {statement.table} leaves out {missing}, which have Python-side defaults")
+            if not statement.returning_column_descriptions:
+                # No RETURNING asked for: none implied either (PostgreSQL's implicit RETURNING of the key).
+                statement = statement.inline()
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
+        positional = bool(compiled.positional)
+        names = tuple(compiled.positiontup or ()) if positional else tuple(compiled.binds)
+        processors = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
+        return cls(str(compiled), names, processors, positional)
+
+    @classmethod
+    def insert_returning_id(cls, table: sa.Table, dialect: Dialect, keys: Sequence[str]) -> DriverStatement:
+        """`INSERT INTO table (keys) VALUES (...)`, whose `insert` returns the new row's primary key."""
+        statement = table.insert()
+        if dialect.name != "sqlite":
+            statement = statement.returning(*table.primary_key.columns)
+        new_id_from = "lastrowid" if dialect.name == "sqlite" else "returning"
+        return dataclasses.replace(cls.compile(statement, dialect, keys), new_id_from=new_id_from)
+
+    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        """The driver's parameters for one row."""
+        # Every value goes through its processor, None included: JSON writes None as JSON null, as SQLAlchemy does.
+        converted = [
+            values[name] if processor is None else processor(values[name])
+            for name, processor in zip(self.keys, self.processors, strict=True)
+        ]
+        return tuple(converted) if self.positional else dict(zip(self.keys, converted))
+
+    def execute(self, cursor: Any, values: Mapping[str, Any]) -> Any:
+        """Run for one row; return the cursor (for `fetchone`/`fetchall`)."""
+        cursor.execute(self.sql, self.parameters(values))
+        return cursor
+
+    def executemany(self, cursor: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run for every row. A value that is the very object of the row before (a batch's one timestamp) is
+        converted once."""
+        if not rows:
+            return
+        previous: list[Any] = [_UNSET] * len(self.keys)
+        converted: list[Any] = [None] * len(self.keys)
+        parameters = []
+        for values in rows:
+            for index, (name, processor) in enumerate(zip(self.keys, self.processors, strict=True)):
+                value = values[name]
+                if processor is None:
+                    converted[index] = value
+                elif value is not previous[index]:
+                    previous[index] = value
+                    converted[index] = processor(value)
+            parameters.append(tuple(converted) if self.positional else dict(zip(self.keys, converted)))
+        cursor.executemany(self.sql, parameters)
+
+    def insert(self, cursor: Any, values: Mapping[str, Any]) -> int:
+        """Run an INSERT built by `insert_returning_id`; return the new primary key."""
+        if not self.new_id_from:
+            raise TypeError("not built by insert_returning_id")
+        cursor.execute(self.sql, self.parameters(values))
+        if self.new_id_from == "lastrowid":
+            return int(cursor.lastrowid)
+        return int(cursor.fetchone()[0])
+
+
+def cursor_of(connection: Connection) -> Any:
+    """A DBAPI cursor on the connection of `connection`'s transaction (close it, or let it go with the transaction)."""
+    return connection.connection.cursor()
