@@ -292,10 +292,21 @@ class Hl7Listener:
 
     def _committed(self, results: list[Handled]) -> None:
         kinds: set[str] = set()
+        statuses: dict[str, int] = {}
         for handled in results:
             kinds |= handled.outcome.queued_kinds
+            status = handled.outcome.status
+            statuses[status] = statuses.get(status, 0) + 1
         for kind in sorted(kinds):
             self._services.work_signal.notify(kind)
+        if results:
+            # One INFO line per batch (counts only); each message's own line is DEBUG, or WARNING with a problem.
+            log.info(
+                "hl7 batch of %d committed in %.1f ms: %s",
+                len(results),
+                results[0].store_ms,
+                ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())),
+            )
 
     def _log(self, peer: str, handled: Handled, seconds: float) -> None:
         outcome = handled.outcome
@@ -304,6 +315,8 @@ class Hl7Listener:
         if handled.acks:
             self._ack_seconds.observe(seconds)
             self._ack_audit.add(ack_event(peer, handled, seconds))
+        if outcome.problem is None and not log.isEnabledFor(logging.DEBUG):
+            return
         codes = "/".join(code.value for code in handled.ack_codes) or "no ACK"
         accession = ",".join(outcome.accessions) or "-"
         text = "hl7 %s %s MSH-10=%s accession=%s from %s: %s in %.1f ms (parse %.2f ms, batch %.1f ms)"
@@ -321,7 +334,7 @@ class Hl7Listener:
         if outcome.problem is not None:
             log.warning(text + ": %s", *arguments, outcome.problem.describe())
         else:
-            log.info(text, *arguments)
+            log.debug(text, *arguments)
 
     async def _discarded(self, peer: str, event: Discarded) -> None:
         log.warning("hl7 %d bytes from %s discarded: %s", len(event.data), peer, event.reason)

@@ -49,6 +49,8 @@ _SEGMENT_ID = re.compile(r"^[A-Za-z][A-Za-z0-9]{2}$")
 _TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,6}))?\s*([+-]\d{4})?$")
 _FIELD_REF = re.compile(r"^([A-Z][A-Z0-9]{2})-(\d{1,3})(?:\.(\d{1,2}))?$")
 
+# MSH-15/16 values understood (an empty one included).
+_ACK_CONDITIONS = frozenset(condition.value for condition in AckCondition) | {""}
 # Message-level segments looked up by accession fields, as opposed to per-order ones.
 _ORDER_SEGMENTS = {"OBR", "ORC"}
 # MDM triggers and the result status their content carries.
@@ -367,7 +369,7 @@ def check_header(header: Header, settings: ParseSettings, warnings: list[str]) -
         warnings.append("MSH-9 without trigger event; taken as ORU^R01")
     replace.update(message_code=code, trigger_event=trigger)
     for condition_field in ("accept_ack", "application_ack"):
-        if getattr(header, condition_field) not in {c.value for c in AckCondition} | {""}:
+        if getattr(header, condition_field) not in _ACK_CONDITIONS:
             warnings.append(f"unknown acknowledgement condition {getattr(header, condition_field)!r}; ignored")
             replace[condition_field] = ""
     if not header.version:
@@ -375,7 +377,8 @@ def check_header(header: Header, settings: ParseSettings, warnings: list[str]) -
         replace["version"] = "2.5"
     if not header.processing_id:
         replace["processing_id"] = "P"
-    header = dataclasses.replace(header, **replace)
+    if any(getattr(header, name) != value for name, value in replace.items()):
+        header = dataclasses.replace(header, **replace)
     if not header.control_id:
         raise MessageProblem(
             _reject(ErrorCode.REQUIRED_FIELD_MISSING, "MSH-10 (message control id) is empty", 10), header
