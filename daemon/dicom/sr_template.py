@@ -281,21 +281,33 @@ def _encode(element: DataElement, encodings: list[str]) -> bytes:
 
 
 def _values(template: _Template, record: LabelRecord, withdrawn_at: dt.datetime | None) -> dict[str, bytes]:
-    encodings = template.encodings
     observed = withdrawn_at if withdrawn_at is not None else record.labelled_at
     values = {
-        "observed": _encode(DataElement(OBSERVATION_DATETIME, "DT", format_dt(observed)), encodings),
-        "tracking": _encode(DataElement(UID_VALUE, "UI", tracking_uid(record.study_instance_uid)), encodings),
+        "observed": _text_element(OBSERVATION_DATETIME, b"DT", format_dt(observed), b" "),
+        "tracking": _text_element(UID_VALUE, b"UI", tracking_uid(record.study_instance_uid), b"\0"),
     }
     if withdrawn_at is None:
         for key in LABEL_KEYS:
             probability = float(record.probabilities[key])
             # As highdicom's NumContentItem writes a float: the DS text, and the exact double beside it.
-            values[f"number:{key}"] = _encode(DataElement(NUMERIC_VALUE, "DS", DS(probability, auto_format=True)),
-                                              encodings)
-            values[f"float:{key}"] = _encode(DataElement(FLOATING_POINT_VALUE, "FD", probability), encodings)
+            values[f"number:{key}"] = _text_element(NUMERIC_VALUE, b"DS", str(DS(probability, auto_format=True)), b" ")
+            values[f"float:{key}"] = _FD_HEADER + struct.pack("<d", probability)
             values[f"code:{key}"] = template.codes[f"code:{key}"][1 if int(record.labels[key]) else 0]
     return values
+
+
+# Floating Point Value (FD, 8 bytes) as explicit VR little endian writes its header.
+_FD_HEADER = struct.pack("<HH2sH", FLOATING_POINT_VALUE.group, FLOATING_POINT_VALUE.element, b"FD", 8)
+
+
+def _text_element(tag: BaseTag, vr: bytes, text: str, padding: bytes) -> bytes:
+    """A short ASCII element (DT, UI, DS) as pydicom writes it in explicit VR little endian: padded to even
+    length (UI with a NUL, the others with a space). The values filled in here are ASCII in every character
+    set (digits, dots, signs, exponents), so the template's encodings do not change them."""
+    value = text.encode("ascii")
+    if len(value) % 2:
+        value += padding
+    return struct.pack("<HH2sH", tag.group, tag.element, vr, len(value)) + value
 
 
 def _render(nodes: tuple[_Node, ...], values: Mapping[str, bytes]) -> list[bytes]:
