@@ -14,6 +14,7 @@ for versions before 2.5, ERR-2/3/4/8 (location, HL7 error code from table
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 from daemon.hl7.codes import AckCode, AckCondition, ErrorCode, Problem, Severity
@@ -95,7 +96,7 @@ def build_ack(
         escape_controls(header.receiving_facility, delimiters) if header else "",
         escape_controls(header.sending_application, delimiters) if header else "",
         escape_controls(header.sending_facility, delimiters) if header else "",
-        now.strftime("%Y%m%d%H%M%S%z"),
+        _timestamp(now),
         "",
         message_type,
         escape(control_id, delimiters),
@@ -154,8 +155,16 @@ def _short(text: str, limit: int = 80) -> str:
 
 
 def _at_least(version: str, minimum: str) -> bool:
-    def key(v: str) -> tuple[int, ...]:
-        # ASCII digits only: str.isdigit() is also true for "²", which int() refuses (found by atheris).
-        return tuple(int(p) for p in v.split(".") if p.isascii() and p.isdigit())
+    return _version_key(version) >= _version_key(minimum)
 
-    return key(version) >= key(minimum)
+
+# Both memoised: the ACKs of one batch share their time, and senders their version.
+@functools.lru_cache(maxsize=64)
+def _version_key(version: str) -> tuple[int, ...]:
+    # ASCII digits only: str.isdigit() is also true for "²", which int() refuses (found by atheris).
+    return tuple(int(p) for p in version.split(".") if p.isascii() and p.isdigit())
+
+
+@functools.lru_cache(maxsize=8)
+def _timestamp(now: dt.datetime) -> str:
+    return now.strftime("%Y%m%d%H%M%S%z")

@@ -48,6 +48,8 @@ def unescape(value: str, delimiters: Delimiters, codec: str = "ascii") -> str:
 def escape(value: str, delimiters: Delimiters) -> str:
     """Escape `value` for use inside one component of a field; line breaks become spaces, other control
     characters (which would break MLLP framing: <VT>, <FS>) hexadecimal escapes."""
+    if value.isalnum() and value.isascii():  # nothing to escape (delimiters are never letters or digits)
+        return value
     esc = delimiters.escape
     value = value.replace(esc, f"{esc}E{esc}")
     for char, code in (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,19 @@ class DriverStatement:
     positional: bool
     # How `insert` learns the new primary key: "lastrowid" (SQLite), "returning" (others), "" (not an insert).
     new_id_from: str = ""
+    # Derived: the row's values in `keys` order, and the (index, processor) of the values to convert.
+    _values_of: Callable[[Mapping[str, Any]], Any] = dataclasses.field(init=False, repr=False, compare=False)
+    _converting: tuple[tuple[int, Processor], ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.keys) == 1:
+            key = self.keys[0]
+            values_of: Callable[[Mapping[str, Any]], Any] = lambda values: (values[key],)  # noqa: E731
+        else:
+            values_of = operator.itemgetter(*self.keys)
+        object.__setattr__(self, "_values_of", values_of)
+        converting = tuple((index, processor) for index, processor in enumerate(self.processors) if processor)
+        object.__setattr__(self, "_converting", converting)
 
     @classmethod
     def compile(cls, statement: sa.Executable, dialect: Dialect, keys: Sequence[str] | None = None) -> DriverStatement:
@@ -70,12 +84,11 @@ class DriverStatement:
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         """The driver's parameters for one row."""
+        row = list(self._values_of(values)) if self.keys else []
         # Every value goes through its processor, None included: JSON writes None as JSON null, as SQLAlchemy does.
-        converted = [
-            values[name] if processor is None else processor(values[name])
-            for name, processor in zip(self.keys, self.processors, strict=True)
-        ]
-        return tuple(converted) if self.positional else dict(zip(self.keys, converted))
+        for index, processor in self._converting:
+            row[index] = processor(row[index])
+        return tuple(row) if self.positional else dict(zip(self.keys, row))
 
     def execute(self, cursor: Any, values: Mapping[str, Any]) -> Any:
         """Run for one row; return the cursor (for `fetchone`/`fetchall`)."""
@@ -91,14 +104,14 @@ class DriverStatement:
         converted: list[Any] = [None] * len(self.keys)
         parameters = []
         for values in rows:
-            for index, (name, processor) in enumerate(zip(self.keys, self.processors, strict=True)):
-                value = values[name]
-                if processor is None:
-                    converted[index] = value
-                elif value is not previous[index]:
+            row = list(self._values_of(values)) if self.keys else []
+            for index, processor in self._converting:
+                value = row[index]
+                if value is not previous[index]:
                     previous[index] = value
                     converted[index] = processor(value)
-            parameters.append(tuple(converted) if self.positional else dict(zip(self.keys, converted)))
+                row[index] = converted[index]
+            parameters.append(tuple(row) if self.positional else dict(zip(self.keys, row)))
         cursor.executemany(self.sql, parameters)
 
     def insert(self, cursor: Any, values: Mapping[str, Any]) -> int:
