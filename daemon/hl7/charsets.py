@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 
 _NORMALISE = re.compile(r"[\s_\-/]+")
+# Bytes that are C1 controls in 8859/1 and printable in Windows-1252.
+_CP1252_ONLY = re.compile(rb"[\x80-\x9f]")
 
 # HL7 table 0211 names, DICOM-style names and common vendor spellings, normalised
 # (upper case, without spaces, '_', '-' and '/').
@@ -110,7 +112,7 @@ def decode_message(raw: bytes, default_charset: str) -> Decoded:
     except UnknownCharset:
         codec = python_codec(default_charset)
         warning = f"unknown MSH-18 character set {declared!r}; used {codec}"
-    if codec == "latin-1" and any(0x80 <= byte <= 0x9F for byte in raw):
+    if codec == "latin-1" and _CP1252_ONLY.search(raw):
         # 8859/1 declared, Windows-1252 sent (curly quotes, dashes): the usual habit.
         try:
             return Decoded(raw.decode("cp1252"), "cp1252", warning)

@@ -77,8 +77,8 @@ AUDIT_REPROCESS = "reprocess.hl7"
 # Shaped for the indexes: the partial unique index on (application, facility, control id) WHERE status =
 # 'accepted' (the literal lets SQLite and PostgreSQL match the index predicate), and the accession index
 # (state is filtered here: with it in the query, SQLite would pick the low-selectivity state index).
-# One look-up per control id: all three columns equal make the unique index the only plan. With
-# `control_id IN (...)` of a batch (5 or more ids), SQLite, which has no statistics, picked
+# One look-up per control id (and one per accession): all three columns equal make the unique index the only
+# plan. With `control_id IN (...)` of a batch (5 or more ids), SQLite, which has no statistics, picked
 # ix_hl7_messages_status instead and read every accepted message: 1.3 ms a batch at 3,000 messages,
 # growing with the table.
 _ACCEPTED_FROM_SENDER = sa.select(hl7_messages.c.id, hl7_messages.c.content_hash).where(
@@ -224,9 +224,9 @@ class _Prepared:
 
 @dataclass
 class _Writer:
-    """One transaction of intake: what its messages need from the database, read with two queries up front and
-    kept current as the transaction writes (so a resend or a correction later in the same batch sees the earlier
-    message), and the audit rows, written together before the commit."""
+    """One transaction of intake: what its messages need from the database, read up front (one look-up per control
+    id and one per accession) and kept current as the transaction writes (so a resend or a correction later in the
+    same batch sees the earlier message), and the jobs and audit rows, written together before the commit."""
 
     connection: Connection
     statements: _Statements
@@ -267,6 +267,7 @@ class _Writer:
         self.jobs.clear()
         self.statements.audit.record_many(self.cursor, self.audit)
         self.audit.clear()
+        self.cursor.close()
 
 
 def _sender_key(header: Header) -> tuple[str, str, str]:
