@@ -150,3 +150,26 @@ def test_int8_export_run_one_window_per_call_is_batch_independent_and_close_to_t
     per_window = onnx_probabilities(version_dir / CPU_FILE, tokenizer, TEXTS, metadata, per_window=True)
     assert np.allclose(per_window, together, atol=1e-6)
     assert not np.array_equal(batched, per_window)
+
+
+def test_skip_layer_norm_is_unfused_into_the_same_computation(small_model, tmp_path: Path) -> None:
+    import onnx
+
+    from daemon.training.export import _optimized, unfuse_skip_layer_norm
+
+    spec = WindowSpec(max_tokens=64, overlap=16)
+    plain = tmp_path / "plain.onnx"
+    export_fp32(small_model, plain)
+    fused = _optimized(plain, small_model, use_gpu=False).model
+    assert any(node.op_type == "SkipLayerNormalization" for node in fused.graph.node)
+    onnx.save(fused, str(tmp_path / "fused.onnx"))
+    unfused = unfuse_skip_layer_norm(onnx.load(str(tmp_path / "fused.onnx")))
+    assert not any(node.op_type == "SkipLayerNormalization" for node in unfused.graph.node)
+    assert any(node.op_type == "LayerNormalization" for node in unfused.graph.node)
+    onnx.save(unfused, str(tmp_path / "unfused.onnx"))
+
+    tokenizer = ReportTokenizer(pretrained_encoder_dir() / "tokenizer.json")
+    metadata = _metadata(spec)
+    expected = onnx_probabilities(tmp_path / "fused.onnx", tokenizer, TEXTS, metadata)
+    actual = onnx_probabilities(tmp_path / "unfused.onnx", tokenizer, TEXTS, metadata)
+    assert np.allclose(actual, expected, atol=1e-5)
