@@ -20,8 +20,21 @@ def audit_classified(
     source: str | None = None,
 ) -> None:
     """The "report.classified" event: which model labelled the report, in a batch of how many, in how long."""
-    trail.record(
-        connection,
+    event = classified_event(report_id, prediction_id, model, batch_size, batch_ms, source=source)
+    trail.record_many(connection, [event])
+
+
+def classified_event(
+    report_id: int,
+    prediction_id: int,
+    model: str,
+    batch_size: int,
+    batch_ms: float | None,
+    *,
+    source: str | None = None,
+) -> trail.AuditEvent:
+    """`audit_classified`'s event, for writing a batch's with one `trail.record_many`."""
+    return trail.AuditEvent(
         REPORT_CLASSIFIED,
         trail.SUCCESS,
         identifiers={

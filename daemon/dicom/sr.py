@@ -292,8 +292,7 @@ _EVIDENCE_TYPE2 = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex",
 
 
 def _complete_evidence(evidence: Sequence[Dataset]) -> list[Dataset]:
-    first = Dataset()
-    first.update(evidence[0])
+    first = Dataset(dict(evidence[0].items()))  # a shallow copy, its elements as they are (raw ones undecoded)
     for keyword in _EVIDENCE_TYPE2:
         if keyword not in first:
             setattr(first, keyword, "")

@@ -65,6 +65,8 @@ OBSERVATION_DATETIME = Tag(0x0040, 0xA032)
 UID_VALUE = Tag(0x0040, 0xA124)
 TRACKING_UNIQUE_IDENTIFIER = ("112040", "DCM")
 ITEM = b"\xfe\xff\x00\xe0"
+# Bytes before an explicit VR sequence's value: tag, "SQ", two reserved bytes, the 4-byte length.
+_SQ_HEADER = 12
 # Templates kept: one per model and state in use (a model upgrade adds one).
 DEFAULT_CAPACITY = 16
 # The study the templates are built for; its values are holes.
@@ -93,6 +95,9 @@ class _Template:
     content: _Sequence  # the Content Sequence with holes
     codes: Mapping[str, Mapping[int, bytes]]  # finding -> label bit -> its encoded Concept Code Sequence
     encodings: list[str]
+    # The root's other sequences (Concept Name Code, Content Template), encoded once: the document carries them
+    # as they are, so they go in as bytes like the Content Sequence.
+    sequences: Mapping[BaseTag, bytes]
 
 
 class SrEncoder:
@@ -125,9 +130,8 @@ class SrEncoder:
             raise RuntimeError("highdicom gave the SR another character set than its evidence's")
         values = _values(template, record, withdrawn_at)
         content = b"".join(_render_items(template.content.items, values))
-        document[CONTENT_SEQUENCE] = RawDataElement(
-            BaseTag(CONTENT_SEQUENCE), "SQ", len(content), content, 0, False, True
-        )
+        for tag, encoded in ((CONTENT_SEQUENCE, content), *template.sequences.items()):
+            document[tag] = RawDataElement(BaseTag(tag), "SQ", len(encoded), encoded, 0, False, True)
         # Marked as encoded the way it is written (explicit VR little endian, its own character set), so that
         # pydicom writes the raw Content Sequence as it is instead of decoding it to correct ambiguous VRs.
         document.set_original_encoding(False, True, document._character_set)
@@ -177,7 +181,8 @@ def _make_template(model: str, withdrawn: bool, charset: object) -> _Template:
     compiled = _compile_element(content[CONTENT_SEQUENCE], holes, encodings)
     if not isinstance(compiled, _Sequence):
         raise RuntimeError("the SR content sequence has no values to fill")
-    return _Template(root, compiled, codes, encodings)
+    sequences = {element.tag: _encode(element, encodings)[_SQ_HEADER:] for element in root if element.VR == "SQ"}
+    return _Template(root, compiled, codes, encodings, sequences)
 
 
 def _placeholder(model: str, bit: int) -> LabelRecord:

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from daemon.audit.events import audit_classified
+from daemon.audit import trail
+from daemon.audit.events import classified_event
 from daemon.inference.prediction import Classifier, InferenceUnavailable, Prediction
 from daemon.store import queue
 from daemon.store.database import Database
@@ -234,13 +235,18 @@ class ClassifyWorker:
             return
         now = queue.utcnow()
         with self._database.begin() as connection:
+            events = []
             for item, prediction in zip(todo, results):
                 prediction_id = store_prediction(connection, item.report_id, prediction, thresholds, now)
-                audit_classified(connection, item.report_id, prediction_id, prediction.model, len(todo), batch_ms)
-                queue.enqueue(connection, LINK, f"report:{item.report_id}", {"report_id": item.report_id})
+                events.append(classified_event(item.report_id, prediction_id, prediction.model, len(todo), batch_ms))
                 queue.complete(connection, item.job)
             for job in inactive:
                 queue.complete(connection, job)
+            # The batch's audit rows and link jobs with one executemany each (not two statements a report).
+            trail.record_many(connection, events)
+            queue.enqueue_many(
+                connection, [(LINK, f"report:{item.report_id}", {"report_id": item.report_id}) for item in todo]
+            )
 
 
 def store_prediction(

@@ -131,8 +131,8 @@ _CANDIDATES = {
 }
 
 Queued = list[sidecar.WritebackQueued]
-# One job's work inside the batch's transaction.
-Work = Callable[[Connection, LinkingConfig, Job, dt.datetime], Queued]
+# One job's work inside the batch's transaction; audit rows and write-back jobs go to the batch's writes.
+Work = Callable[[Connection, LinkingConfig, Job, dt.datetime, sidecar.BatchWrites], Queued]
 
 
 def link_handlers(services: Services) -> dict[str, BatchHandler]:
@@ -164,9 +164,11 @@ def run_jobs(
     try:
         with database.begin() as connection:
             queued: Queued = []
+            writes = sidecar.BatchWrites()
             for job in jobs:
-                queued += work(connection, settings, job, now)
+                queued += work(connection, settings, job, now, writes)
                 queue.complete(connection, job)
+            writes.flush(connection)
         return queued, {}
     except Exception as exc:  # noqa: BLE001 - reported per job below
         if len(jobs) == 1:
@@ -175,8 +177,10 @@ def run_jobs(
     for job in jobs:
         try:
             with database.begin() as connection:
-                done = work(connection, settings, job, now)
+                writes = sidecar.BatchWrites()
+                done = work(connection, settings, job, now, writes)
                 queue.complete(connection, job)
+                writes.flush(connection)
             queued += done
         except Exception as exc:  # noqa: BLE001 - the runner retries or fails this job
             errors[job.id] = exc
@@ -206,15 +210,21 @@ def run_withdraw_job(database: Database, settings: LinkingConfig, job: Job) -> Q
 # --- jobs ------------------------------------------------------------------------------
 
 
-def link_job(connection: Connection, settings: LinkingConfig, job: Job, now: dt.datetime) -> Queued:
+def link_job(
+    connection: Connection, settings: LinkingConfig, job: Job, now: dt.datetime, writes: sidecar.BatchWrites
+) -> Queued:
     report_id = _payload_int(job, "report_id")
     report = connection.execute(_REPORT, {"report_id": report_id}).first()
     if report is None:
         raise JobFailed(f"report {report_id} does not exist")
-    return link_report(connection, report, settings, now) if report.state == sidecar.REPORT_ACTIVE else []
+    if report.state != sidecar.REPORT_ACTIVE:
+        return []
+    return link_report(connection, report, settings, now, writes=writes)
 
 
-def study_stable_job(connection: Connection, settings: LinkingConfig, job: Job, now: dt.datetime) -> Queued:
+def study_stable_job(
+    connection: Connection, settings: LinkingConfig, job: Job, now: dt.datetime, writes: sidecar.BatchWrites
+) -> Queued:
     uid = _payload_str(job, "study_instance_uid")
     study = sidecar.lock_study(connection, uid)
     if study is None:
@@ -223,19 +233,21 @@ def study_stable_job(connection: Connection, settings: LinkingConfig, job: Job, 
         return []  # more instances arrived since; the next quiet period queues study_stable again
     queued: Queued = []
     for report in waiting_reports_for(connection, study):
-        queued += link_report(connection, report, settings, now)
-    labelled = sidecar.label_study(connection, uid, now)
+        queued += link_report(connection, report, settings, now, writes=writes)
+    labelled = sidecar.label_study(connection, uid, now, writes=writes)
     if labelled is not None:
         queued.append(labelled)
     newly_labelled = any(item.study_instance_uid == uid for item in queued)
     if not newly_labelled and (current := sidecar.current_labels(connection, uid)) is not None:
         # Stable again after more instances: write the same labels into the new ones too.
-        queued.append(sidecar.enqueue_writeback(connection, uid, current.id, cause=f"stable:{job.id}"))
+        queued.append(sidecar.enqueue_writeback(connection, uid, current.id, cause=f"stable:{job.id}", writes=writes))
     set_study_state(connection, uid, LINKED if sidecar.has_active_links(connection, uid) else WAITING, now)
     return queued
 
 
-def withdraw_job(connection: Connection, settings: LinkingConfig, job: Job, now: dt.datetime) -> Queued:
+def withdraw_job(
+    connection: Connection, settings: LinkingConfig, job: Job, now: dt.datetime, writes: sidecar.BatchWrites
+) -> Queued:
     report_id = _payload_int(job, "report_id")
     if connection.execute(sa.select(reports.c.id).where(reports.c.id == report_id)).first() is None:
         raise JobFailed(f"report {report_id} does not exist")
@@ -248,9 +260,15 @@ def withdraw_job(connection: Connection, settings: LinkingConfig, job: Job, now:
 
 
 def link_report(
-    connection: Connection, report: sa.Row, settings: LinkingConfig, now: dt.datetime
+    connection: Connection,
+    report: sa.Row,
+    settings: LinkingConfig,
+    now: dt.datetime,
+    *,
+    writes: sidecar.BatchWrites | None = None,
 ) -> list[sidecar.WritebackQueued]:
-    """Link an active report (or keep its links), label its stable studies; park it when nothing matches."""
+    """Link an active report (or keep its links), label its stable studies; park it when nothing matches. Audit
+    rows and write-back jobs go with the batch's `writes` when given."""
     uids = sidecar.linked_study_uids(connection, report.id)
     if not uids:
         facts = report_facts(report)
@@ -266,20 +284,26 @@ def link_report(
             )
             set_study_state(connection, uid, LINKED, now)
         set_report_state(connection, report.id, LINKED, now, reason=decision.reason)
-        trail.record(
+        sidecar.audit(
             connection,
-            "linking.linked",
-            trail.SUCCESS,
-            identifiers={
-                "report_id": report.id,
-                "accession_number": report.accession_number,
-                "study_instance_uids": list(decision.study_uids),
-                "method": decision.method,
-            },
+            writes,
+            trail.AuditEvent(
+                "linking.linked",
+                trail.SUCCESS,
+                identifiers={
+                    "report_id": report.id,
+                    "accession_number": report.accession_number,
+                    "study_instance_uids": list(decision.study_uids),
+                    "method": decision.method,
+                },
+            ),
         )
-        log.info("report %d linked to %s by %s", report.id, ", ".join(decision.study_uids), decision.method)
+        # DEBUG: the runner logs each batch's reports at INFO; the audit row holds the studies and the method.
+        log.debug("report %d linked to %s by %s", report.id, ", ".join(decision.study_uids), decision.method)
         uids = list(decision.study_uids)
-    return [queued for uid in uids if (queued := sidecar.label_study(connection, uid, now)) is not None]
+    return [
+        queued for uid in uids if (queued := sidecar.label_study(connection, uid, now, writes=writes)) is not None
+    ]
 
 
 def report_facts(report: sa.Row) -> ReportFacts:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from daemon.app import Services
 from daemon.inference.prediction import InferenceUnavailable, ModelInfo, Prediction
 from daemon.labels import LABEL_KEYS
-from daemon.store.schema import predictions
+from daemon.store.schema import audit_events, predictions
 from daemon.work.classify import CLASSIFY, LINK, ClassifyWorker
 from daemon.work.runner import BatchHandler
 from tests.work.conftest import running, wait_for
@@ -86,6 +86,14 @@ async def test_a_batch_is_classified_in_one_call_and_linking_is_queued(services:
     links = job_rows(services.database, LINK)
     assert [row.payload["report_id"] for row in links] == ids
     assert [row.key for row in links] == [f"report:{i}" for i in ids]
+    with services.database.connect() as connection:
+        events = connection.execute(
+            sa.select(audit_events.c.identifiers).where(audit_events.c.kind == "report.classified")
+            .order_by(audit_events.c.id)
+        ).scalars().all()
+    assert [(event["report_id"], event["prediction_id"], event["batch_size"]) for event in events] == [
+        (row.report_id, row.id, 5) for row in rows
+    ]
 
 
 async def test_while_triton_is_unavailable_reports_wait_and_nothing_is_guessed(services: Services) -> None:

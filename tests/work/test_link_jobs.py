@@ -147,6 +147,23 @@ async def test_a_batch_commits_together_and_a_bad_job_does_not_hold_the_others_b
     assert {q.study_instance_uid for q in queued} == {UID, "2.2.2"}
     assert list(errors) == [jobs[1].id] and "does not exist" in str(errors[jobs[1].id])
     assert [row.state for row in job_rows(services.database, LINK)] == ["done", "running", "done"]
+    # Each job again in a transaction of its own: its audit rows and write-back job written with it.
+    assert audit_kinds(services).count("linking.linked") == audit_kinds(services).count("labels.written") == 2
+    assert len(job_rows(services.database, WRITEBACK)) == 2
+
+
+async def test_a_batch_writes_its_audit_rows_and_writeback_jobs_with_its_commit(services: Services) -> None:
+    add_study(services.database, UID, accession="ACC1")
+    add_study(services.database, "2.2.2", accession="ACC2")
+    reports = [classified_report(services, accession=accession) for accession in ("ACC1", "ACC2")]
+    jobs = [claim_one(services.database, LINK, f"report:{report_id}", {"report_id": report_id})
+            for report_id in reports]
+    queued, errors = run_jobs(services.database, services.config.linking, link_job, jobs)
+    assert errors == {} and len(queued) == 2
+    assert audit_kinds(services).count("linking.linked") == audit_kinds(services).count("labels.written") == 2
+    written = job_rows(services.database, WRITEBACK)
+    assert sorted(row.payload["study_label_id"] for row in written) == sorted(q.study_label_id for q in queued)
+    assert [row.state for row in written] == ["pending", "pending"]
 
 
 async def test_running_a_job_twice_labels_once(services: Services) -> None:
