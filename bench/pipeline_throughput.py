@@ -2,6 +2,7 @@
 report receipt to its SR stored in a destination PACS.
 
     python bench/pipeline_throughput.py [--reports 5000] [--latency-reports 300] [--rate 10] [--json out.json]
+                                        [--triton-cpus N]
 
 `neurolabel run` runs as its own process (HL7, DICOM, bundled Triton with the shipped model, workers,
 write-back into the stored files: private tags and SR; SQLite, logging at INFO to a file), fed from this
@@ -19,6 +20,13 @@ process over loopback:
    stored, then their reports sent at `--rate` per second; latency = the forward job's completion (Orthanc
    answered the C-STORE of the SR with success) - the message's receipt. Orthanc is asked afterwards how
    many SRs it holds.
+
+`--triton-cpus N` pins the bundled Triton (tritonserver and its Python-backend stubs, every thread) to the
+last N CPUs and the daemon and this process to the others, once the daemon is ready: both the classifier
+alone and the pipeline then run on that pinned Triton. It models a deployment in which the classifier has
+a device of its own (a GPU) and asks whether any other stage is then the bottleneck; without it (the
+default) Triton and the daemon share every CPU, and on a machine where the classifier alone fills them
+every other stage's CPU comes out of the classifier's.
 """
 
 from __future__ import annotations
@@ -161,9 +169,28 @@ log_file = "{state / 'audit' / 'audit.jsonl'}"
             time.sleep(0.5)
         raise RuntimeError(f"daemon not ready after {timeout:.0f} s; see {self.state / 'daemon.log'}")
 
-    def cpu_split(self) -> tuple[float, float]:
-        """(the daemon's own process, its children: Triton and its model stubs) CPU seconds so far."""
-        return _cpu_of([self.process.pid]), _cpu_of(_children(self.process.pid))
+    def pin(self, triton_cpus: int) -> dict[str, Any]:
+        """Triton's processes (every thread) to the last `triton_cpus` CPUs, the daemon's and this process's
+        threads to the others (threads started later inherit their creator's CPUs)."""
+        available = sorted(os.sched_getaffinity(0))
+        if not 0 < triton_cpus < len(available):
+            raise SystemExit(f"--triton-cpus must leave the daemon a CPU: 1 to {len(available) - 1} of {available}")
+        triton, rest = set(available[-triton_cpus:]), set(available[:-triton_cpus])
+        children = _children(self.process.pid)
+        names = sorted({_comm(pid) for pid in children})
+        if not any(name.startswith("tritonserver") for name in names):
+            raise RuntimeError(f"no tritonserver among the daemon's child processes ({names})")
+        threads = sum(_pin_threads(pid, triton) for pid in children)
+        _pin_threads(self.process.pid, rest)
+        _pin_threads(os.getpid(), rest)
+        return {"triton_cpus": sorted(triton), "daemon_cpus": sorted(rest), "triton_processes": names,
+                "triton_threads_pinned": threads}
+
+    def cpu_split(self) -> tuple[float, float, float]:
+        """(the daemon's own process, of it in the kernel, its children: Triton and its model stubs) CPU seconds
+        so far."""
+        return (_cpu_of([self.process.pid]), _cpu_of([self.process.pid], user=False),
+                _cpu_of(_children(self.process.pid)))
 
     def stop(self) -> None:
         self.process.terminate()
@@ -177,15 +204,35 @@ log_file = "{state / 'audit' / 'audit.jsonl'}"
             self.database.dispose()
 
 
-def _cpu_of(pids: Sequence[int]) -> float:
+def _cpu_of(pids: Sequence[int], *, user: bool = True) -> float:
+    """CPU seconds of `pids`: user and system time, or (user=False) system time only."""
     total = 0.0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            total += ((int(fields[11]) if user else 0) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except (OSError, IndexError, ValueError):
             continue
     return total
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _pin_threads(pid: int, cpus: set[int]) -> int:
+    """Every thread of `pid` to `cpus` (sched_setaffinity on a process id sets only its main thread's)."""
+    pinned = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+            pinned += 1
+        except (ProcessLookupError, FileNotFoundError):
+            continue  # the thread ended meanwhile
+    return pinned
 
 
 def _accepts(port: int) -> bool:
@@ -297,15 +344,21 @@ def stage_times(database: Database) -> dict[str, dt.datetime]:
         }
 
 
-def throughput(work: Path, n: int, connections: int) -> dict[str, Any]:
+def throughput(work: Path, n: int, connections: int, triton_cpus: int = 0) -> dict[str, Any]:
     texts = [report.text for report in generate_corpus(n, BENCH_SEED)]
     studies = write_studies(work / "studies", n, "T")
     daemon = Daemon(work / "state-throughput")
     try:
         daemon.wait_ready()
         assert daemon.database is not None
+        pinning = daemon.pin(triton_cpus) if triton_cpus else None
         store_seconds = store_studies(daemon, work / "studies", n)
+        triton_before = daemon.cpu_split()[2]
         reference = asyncio.run(classifier_rate(daemon, texts[: min(n, 1000)]))
+        # Triton's CPU per report alone (with the warm-up call): how busy the classifier keeps its CPUs by itself.
+        reference["triton_cpu_ms_per_report"] = round(
+            1000 * (daemon.cpu_split()[2] - triton_before) / reference["reports"], 1
+        )
         messages = [oru(f"T{i:06d}", accession, patient, text) for i, ((_, accession, patient), text) in
                     enumerate(zip(studies, texts))]
         cpu_before = daemon.cpu_split()
@@ -314,7 +367,7 @@ def throughput(work: Path, n: int, connections: int) -> dict[str, Any]:
         sent_seconds = time.perf_counter() - started
         done = sa.select(sa.func.count()).select_from(writebacks)
         wait_until("every study written back", lambda: count(daemon.database, done) >= n, timeout=7200, every=2.0)
-        own, children = (after - before for after, before in zip(daemon.cpu_split(), cpu_before))
+        own, own_system, children = (after - before for after, before in zip(daemon.cpu_split(), cpu_before))
         times = stage_times(daemon.database)
         failed = count(daemon.database, sa.select(sa.func.count()).select_from(jobs).where(jobs.c.state == "failed"))
     finally:
@@ -324,6 +377,7 @@ def throughput(work: Path, n: int, connections: int) -> dict[str, Any]:
     seconds = span["last_writeback"]
     return {
         "reports": n,
+        "pinning": pinning or "none: Triton and the daemon share every CPU",
         "studies_stored_in_s": round(store_seconds, 1),
         "hl7_sent_in_s": round(sent_seconds, 1),
         "ack_p50_ms": round(1000 * percentile(ack, 0.5), 1),
@@ -336,7 +390,9 @@ def throughput(work: Path, n: int, connections: int) -> dict[str, Any]:
         "daemon_cpu_seconds": round(own + children, 1),
         # Where it went, per report: the daemon's own process (intake, linking, write-back: Python) and
         # Triton's processes (the classifier).
-        "cpu_ms_per_report": {"daemon": round(1000 * own / n, 1), "triton": round(1000 * children / n, 1)},
+        # (daemon_system: the part of the daemon's spent in the kernel: file writes, fsyncs, sockets.)
+        "cpu_ms_per_report": {"daemon": round(1000 * own / n, 1), "daemon_system": round(1000 * own_system / n, 1),
+                              "triton": round(1000 * children / n, 1)},
         "failed_jobs": failed,
     }
 
@@ -418,6 +474,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4, help="MLLP connections for the throughput run")
     parser.add_argument("--latency-reports", type=int, default=300, help="reports for the latency run (0: skip)")
     parser.add_argument("--rate", type=float, default=10.0, help="reports/s in the latency run")
+    parser.add_argument("--triton-cpus", type=int, default=0,
+                        help="pin Triton to this many CPUs and the daemon to the rest (0: no pinning)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, databases)")
     parser.add_argument("--json", type=Path, help="also write the result to this file")
     args = parser.parse_args()
@@ -427,7 +485,7 @@ def main() -> None:
             "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         if args.reports:
-            result["throughput"] = throughput(work, args.reports, args.connections)
+            result["throughput"] = throughput(work, args.reports, args.connections, args.triton_cpus)
             print(json.dumps(result["throughput"], indent=2), flush=True)
         if args.latency_reports:
             result["latency"] = latency(work, args.latency_reports, args.rate)
