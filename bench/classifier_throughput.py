@@ -162,6 +162,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads for the baseline")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
+    if args.reports < 1 or args.baseline_reports < 1:
+        parser.error("--reports and --baseline-reports must be at least 1 (the baseline runs in the same run)")
 
     texts = report_texts(max(args.reports, args.baseline_reports))
     metadata = ModelMetadata.load(latest_version_dir(args.repository / args.model))
