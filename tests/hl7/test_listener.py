@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import subprocess
 import sys
@@ -280,21 +281,30 @@ def _make_pki(folder: Path) -> dict[str, Path]:
     return {name: folder / name for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
 
 
-async def test_log_line_carries_ids_and_timing_not_content(
-    hl7_daemon: DaemonFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level("DEBUG", logger="neurolabel")
+async def _log_an_accepted_and_a_rejected_message(
+    hl7_daemon: DaemonFactory, caplog: pytest.LogCaptureFixture, level: str
+) -> list[logging.LogRecord]:
+    """Send LOG1 (accepted) and LOG2 (result status Q: AE 103), both with report text "SECRET ..."; the
+    listener's log records at `level`."""
+    caplog.set_level(level, logger="neurolabel")
     _daemon, port = await hl7_daemon()
     client = await MllpClient.connect(port)
     try:
-        await client.exchange(oru("LOGW1", accession="LOGACC", lines=("SECRET FINDING",)))
-        await client.exchange(oru("LOGW2", accession="LOGACC2", status="Q", lines=("SECRET OTHER",)))
+        await client.exchange(oru("LOG1", accession="LOGACC", lines=("SECRET FINDING",)))
+        await client.exchange(oru("LOG2", accession="LOGACC2", status="Q", lines=("SECRET OTHER",)))
     finally:
         await client.close()
-    lines = [r.getMessage() for r in caplog.records if r.name == "neurolabel.hl7"]
-    assert any("MSH-10=LOGW1" in line and "accession=LOGACC" in line and " ms " in line for line in lines)
-    assert any("MSH-10=LOGW2" in line and "103" in line for line in lines)
     assert "SECRET" not in caplog.text and "MRN12345" not in caplog.text and "DOE" not in caplog.text
+    return [r for r in caplog.records if r.name == "neurolabel.hl7"]
+
+
+async def test_log_line_carries_ids_and_timing_not_content(
+    hl7_daemon: DaemonFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = await _log_an_accepted_and_a_rejected_message(hl7_daemon, caplog, "DEBUG")
+    lines = [r.getMessage() for r in records]
+    assert any("MSH-10=LOG1" in line and "accession=LOGACC" in line and " ms " in line for line in lines)
+    assert any("MSH-10=LOG2" in line and "103" in line for line in lines)
 
 
 async def test_info_logs_one_line_per_batch_and_each_problem(
@@ -302,21 +312,12 @@ async def test_info_logs_one_line_per_batch_and_each_problem(
 ) -> None:
     """At INFO an accepted message is one count in its batch's line (its own line is DEBUG: a write per message
     cost ~15 % of the event loop's CPU); a message with a problem keeps its WARNING line."""
-    caplog.set_level("INFO", logger="neurolabel")
-    _daemon, port = await hl7_daemon()
-    client = await MllpClient.connect(port)
-    try:
-        await client.exchange(oru("LOGI1", accession="LOGACC", lines=("SECRET FINDING",)))
-        await client.exchange(oru("LOGI2", accession="LOGACC2", status="Q", lines=("SECRET OTHER",)))
-    finally:
-        await client.close()
-    records = [r for r in caplog.records if r.name == "neurolabel.hl7"]
+    records = await _log_an_accepted_and_a_rejected_message(hl7_daemon, caplog, "INFO")
     batches = [r.getMessage() for r in records if r.getMessage().startswith("hl7 batch of ")]
     assert any(line.startswith("hl7 batch of 1 committed in ") and line.endswith(": 1 accepted") for line in batches)
     assert any(line.endswith(": 1 rejected") for line in batches)
-    assert not any("MSH-10=LOGI1" in r.getMessage() for r in records)
-    assert any("MSH-10=LOGI2" in r.getMessage() and r.levelname == "WARNING" for r in records)
-    assert "SECRET" not in caplog.text and "MRN12345" not in caplog.text
+    assert not any("MSH-10=LOG1" in r.getMessage() for r in records)
+    assert any("MSH-10=LOG2" in r.getMessage() and r.levelname == "WARNING" for r in records)
 
 
 async def test_pipelined_messages_are_committed_together_and_acknowledged_in_order(
