@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection
-
 from daemon.audit import trail
 
 REPORT_CLASSIFIED = "report.classified"
-
-
-def audit_classified(
-    connection: Connection,
-    report_id: int,
-    prediction_id: int,
-    model: str,
-    batch_size: int,
-    batch_ms: float | None,
-    *,
-    source: str | None = None,
-) -> None:
-    """The "report.classified" event: which model labelled the report, in a batch of how many, in how long."""
-    event = classified_event(report_id, prediction_id, model, batch_size, batch_ms, source=source)
-    trail.record_many(connection, [event])
 
 
 def classified_event(
@@ -33,7 +16,8 @@ def classified_event(
     *,
     source: str | None = None,
 ) -> trail.AuditEvent:
-    """`audit_classified`'s event, for writing a batch's with one `trail.record_many`."""
+    """The "report.classified" event: which model labelled the report, in a batch of how many, in how long (written
+    with `trail.record_many`, a batch's events at once)."""
     return trail.AuditEvent(
         REPORT_CLASSIFIED,
         trail.SUCCESS,

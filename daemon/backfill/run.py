@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from daemon.audit import trail
-from daemon.audit.events import audit_classified
+from daemon.audit.events import classified_event
 from daemon.audit.redact import error_summary
 from daemon.backfill.sources import (
     BackfillInputError,
@@ -359,7 +359,8 @@ class Backfill:
             },
         )
         prediction_id = store_prediction(connection, report_id, prediction, self._thresholds, now)
-        audit_classified(connection, report_id, prediction_id, prediction.model, batch_size, batch_ms, source=SOURCE)
+        event = classified_event(report_id, prediction_id, prediction.model, batch_size, batch_ms, source=SOURCE)
+        trail.record_many(connection, [event])
         row = connection.execute(sa.select(reports).where(reports.c.id == report_id)).one()
         queued = link_report(connection, row, self._linking, now)
         linked = bool(sidecar.linked_study_uids(connection, report_id))

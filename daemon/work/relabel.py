@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from daemon.audit import trail
-from daemon.audit.events import audit_classified
+from daemon.audit.events import classified_event
 from daemon.config import Config
 from daemon.inference.prediction import Classifier, InferenceUnavailable
 from daemon.store.database import Database
@@ -84,7 +84,8 @@ async def relabel(
         with database.begin() as connection:
             for report_id, prediction in zip(batch, results):
                 prediction_id = store_prediction(connection, report_id, prediction, info.thresholds, now)
-                audit_classified(connection, report_id, prediction_id, prediction.model, len(batch), None, source="relabel")
+                event = classified_event(report_id, prediction_id, prediction.model, len(batch), None, source="relabel")
+                trail.record_many(connection, [event])
                 for uid in sidecar.linked_study_uids(connection, report_id):
                     written = sidecar.label_study(connection, uid, now)
                     if written is not None:
