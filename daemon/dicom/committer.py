@@ -1,19 +1,30 @@
 """Group commit of received instances: one thread, one transaction for whatever arrived meanwhile.
 
 An association thread decodes the header, hands a `StoreRequest` to the
-committer, then writes and fsyncs the file into the incoming folder while the
-committer already writes the index rows. The committer takes every request
+committer, then writes the file into the incoming folder and fsyncs it, while
+the committer already writes the index rows. The committer takes every request
 queued so far and, in one transaction: decides duplicates, writes index and
-audit rows, waits for the files, renames them into place, then commits while
-their folders are fsynced in parallel. Only when both the commit and the
-folder fsyncs are done does it answer the waiting threads. With one
-association that overlaps the file fsync with the SQL and the folder fsync
-with the commit; with several, concurrent instances share one commit (and its
-WAL fsync).
+audit rows, waits until the files are written (not until they are fsynced),
+renames them into place, then commits while their folders are fsynced in
+parallel. The files' fsyncs, the folders' and the commit's own thus run at
+the same time instead of one after the other; only when all are done does it
+answer the waiting threads, so a success status still means that file and row
+are durable. With several associations, concurrent instances share one commit.
+
+Committing before the files are fsynced opens a window that only a power loss
+(or an OS crash) can use: a row committed whose file did not reach the disk.
+Its sender got no success status. The window is recorded: the transaction of a
+batch with new instances writes the `dicom_unsynced` row (instances above the
+largest id so far may not be durable yet); the next transaction, a moment of
+idleness or the stop clears it. daemon/dicom/recovery.py checks just those rows
+at the next start. A kill -9 opens no window: every byte is written before the
+rename and the commit, and the page cache keeps it. A file that replaces a
+stored copy (the "replace" policy, or a resend after a crash) still waits for
+its fsync before it is renamed over that copy, which once got a success status.
 
 An index row whose file is missing (a crash between a commit and the end of
-its folder fsync, which the sender saw as a failure and resends) is repaired
-by the resend: it is handled as a replacement, not as a duplicate.
+its fsyncs, which the sender saw as a failure and resends) is repaired by the
+resend: it is handled as a replacement, not as a duplicate.
 """
 
 from __future__ import annotations
@@ -26,8 +37,10 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+import sqlalchemy as sa
 
 from daemon.audit import trail
 from daemon.audit.trail import AuditEvent
@@ -42,6 +55,7 @@ from daemon.dicom.index_store import (
 )
 from daemon.dicom.storage import IncomingFile, Storage, sync_directories
 from daemon.store.database import Database
+from daemon.store.schema import dicom_unsynced, instances
 
 log = logging.getLogger("neurolabel.dicom.index")
 
@@ -49,6 +63,8 @@ KEEP_FIRST = "keep_first"
 REPLACE = "replace"
 REFUSE = "refuse"
 MAX_BATCH = 64
+# How long the committer waits for more work before it clears the `dicom_unsynced` mark on its own.
+IDLE_CLEAR_SECONDS = 0.05
 
 AUDIT_INSTANCE = "dicom.instance"
 AUDIT_STUDY = "dicom.study"
@@ -70,13 +86,22 @@ class Action(enum.Enum):
     SUPERSEDED = "superseded"  # replaced by a later copy in the same batch
 
 
+def _done() -> Future[None]:
+    """A future already settled: a file written by someone who fsynced it already."""
+    future: Future[None] = Future()
+    future.set_result(None)
+    return future
+
+
 @dataclass(frozen=True)
 class StoreRequest:
     receipt: Receipt
-    # Set by the association thread once the file is written and fsynced (or with the error).
+    # Set by the association thread once the file is written, before its fsync (or with the error).
     file: Future[IncomingFile]
     actor: str
     started: float  # time.perf_counter() when the C-STORE request arrived
+    # Set by the association thread once the file is fsynced (or with the error).
+    synced: Future[None] = field(default_factory=_done)
 
 
 @dataclass(frozen=True)
@@ -166,7 +191,14 @@ class _Placement:
 class _Committed:
     plans: list[Planned]
     changes: IndexChanges
-    durable: bool  # False when a folder fsync failed after the commit
+    durable: bool  # False when an fsync failed after the commit
+
+
+# One statement each once the row exists: the mark is the largest instance id before the batch's rows.
+_LARGEST_ID = sa.select(sa.func.coalesce(sa.func.max(instances.c.id), 0)).scalar_subquery()
+_MARK_UNSYNCED = dicom_unsynced.update().where(dicom_unsynced.c.id == 1).values(after_instance_id=_LARGEST_ID)
+_FIRST_MARK = dicom_unsynced.insert().from_select(["id", "after_instance_id"], sa.select(sa.literal(1), _LARGEST_ID))
+_CLEAR_UNSYNCED = dicom_unsynced.update().where(dicom_unsynced.c.id == 1).values(after_instance_id=None)
 
 
 class IndexCommitter:
@@ -179,12 +211,14 @@ class IndexCommitter:
         duplicate_policy: str,
         on_commit: Callable[[IndexChanges], None],
         max_batch: int = MAX_BATCH,
+        idle_clear_seconds: float = IDLE_CLEAR_SECONDS,
     ) -> None:
         self._database = database
         self._storage = storage
         self._policy = duplicate_policy
         self._on_commit = on_commit
         self._max_batch = max_batch
+        self._idle_clear_seconds = idle_clear_seconds
         self._queue: queue.SimpleQueue[StoreRequest | AuditEvent | None] = queue.SimpleQueue()
         self._futures: dict[int, Future[Outcome]] = {}
         self._thread: threading.Thread | None = None
@@ -192,6 +226,10 @@ class IndexCommitter:
         self._ids = IdCache()
         self._accepting = False
         self._lock = threading.Lock()
+        # Whether the committed `dicom_unsynced` row holds a mark, and whether an fsync failed after a commit
+        # (the mark then stays for the next start to check).
+        self._unsynced = False
+        self._sync_failed = False
 
     @property
     def running(self) -> bool:
@@ -231,7 +269,11 @@ class IndexCommitter:
     def _run(self) -> None:
         finished = False
         while not finished:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self._idle_clear_seconds) if self._marked() else self._queue.get()
+            except queue.Empty:
+                self._clear_unsynced()
+                continue
             batch: list[StoreRequest | AuditEvent] = []
             if item is None:
                 finished = True
@@ -248,6 +290,22 @@ class IndexCommitter:
                 batch.append(more)
             if batch:
                 self._commit_batch(batch)
+        self._clear_unsynced()
+
+    def _marked(self) -> bool:
+        return self._unsynced and not self._sync_failed
+
+    def _clear_unsynced(self) -> None:
+        """Clear the `dicom_unsynced` mark once the fsyncs it covers are done (idle, or at the stop)."""
+        if not self._marked():
+            return
+        try:
+            with self._database.begin() as connection:
+                connection.execute(_CLEAR_UNSYNCED)
+        except Exception:
+            log.exception("could not clear the unsynced mark (the next start checks those instances' files)")
+            return
+        self._unsynced = False
 
     def _commit_batch(self, batch: Sequence[StoreRequest | AuditEvent]) -> None:
         requests = [item for item in batch if isinstance(item, StoreRequest)]
@@ -283,12 +341,15 @@ class IndexCommitter:
 
     def _attempt(self, requests: list[StoreRequest], notes: list[AuditEvent]) -> _Committed:
         placements: list[_Placement] = []
+        unsynced: list[tuple[StoreRequest, Path]] = []
+        folders: set[Path] = set()
         synced: Future[None] | None = None
         try:
             with self._database.begin() as connection:
                 existing = find_instances(connection, (r.receipt.record.sop_instance_uid for r in requests))
                 missing = {uid for uid, row in existing.items() if not self._storage.absolute(row.path).exists()}
                 plans = plan_batch(requests, existing, self._policy, missing)
+                marked = self._mark_unsynced(connection, plans)
                 changes = record_instances(
                     connection,
                     [IndexEntry(plan.request.receipt, plan.replaces) for plan in plans if plan.indexed],
@@ -303,13 +364,15 @@ class IndexCommitter:
                       for uid in changes.reopened),
                 ])
                 files = _wait_for_files([plan for plan in plans if plan.indexed])
-                folders: set[Path] = set()
                 for plan in plans:
                     if plan.indexed:
-                        placements.append(self._place(plan, files[id(plan.request)], folders))
+                        placement = self._place(plan, files[id(plan.request)], folders)
+                        placements.append(placement)
+                        if plan.replaces is None:
+                            unsynced.append((plan.request, placement.target))
                 assert self._syncer is not None
                 synced = self._syncer.submit(sync_directories, folders)
-                # Leaving the block commits (the WAL fsync) while the folders are fsynced.
+                # Leaving the block commits (the WAL fsync) while the folders and the files are fsynced.
         except BaseException:
             self._ids.clear()  # the ids it learnt in this transaction were rolled back
             if synced is not None:
@@ -317,22 +380,51 @@ class IndexCommitter:
             for placement in reversed(placements):
                 _undo(placement)
             raise
+        self._unsynced = marked
         durable = True
         try:
             synced.result()
         except OSError:
             log.exception("folder fsync failed after the index commit; answering failure so the sender resends")
             durable = False
+        for request, target in unsynced:
+            try:
+                request.synced.result()
+            except Exception:
+                # Its row is committed, its data may not be on disk: remove the file, so that the resend
+                # replaces the row (an index row whose file is missing is repaired by the resend).
+                log.error("file fsync failed after the index commit; answering failure so the sender resends")
+                target.unlink(missing_ok=True)
+                durable = False
+        if not durable:
+            self._sync_failed = True
         for placement in placements:
             if placement.backup is not None:
                 placement.backup.unlink(missing_ok=True)
         return _Committed(plans, changes, durable)
+
+    def _mark_unsynced(self, connection: sa.Connection, plans: Sequence[Planned]) -> bool:
+        """Record, in the batch's transaction, that its new instances (ids above the largest so far) may be
+        indexed before their files are durable; or clear the mark of the previous batch, whose fsyncs are done.
+        Returns whether the transaction leaves a mark."""
+        if self._sync_failed and self._unsynced:
+            return True  # an fsync failed: keep the mark (and the rows above it) for the next start to check
+        if any(plan.action is Action.NEW for plan in plans):
+            if connection.execute(_MARK_UNSYNCED).rowcount == 0:
+                connection.execute(_FIRST_MARK)
+            return True
+        if self._unsynced:
+            connection.execute(_CLEAR_UNSYNCED)
+        return False
 
     def _place(self, plan: Planned, incoming: IncomingFile, folders: set[Path]) -> _Placement:
         receipt = plan.request.receipt
         target = self._storage.absolute(receipt.path)
         backup: Path | None = None
         if plan.replaces is not None:
+            # The copy it replaces once got a success status: never rename a file that is not yet durable
+            # over it.
+            plan.request.synced.result()
             # Keep the file we are about to overwrite until the commit succeeds.
             backup = incoming.path.with_suffix(".previous")
             try:

@@ -118,14 +118,17 @@ class IdCache:
 
 # --- statements, built once ---------------------------------------------------
 
-_FIND_INSTANCES = sa.select(
+_STORED_COLUMNS = (
     instances.c.id,
     instances.c.sop_instance_uid,
     instances.c.path,
     instances.c.size_bytes,
     instances.c.series_ref,
     instances.c.study_instance_uid,
-).where(instances.c.sop_instance_uid.in_(bindparam("uids", expanding=True)))
+)
+_FIND_INSTANCES = sa.select(*_STORED_COLUMNS).where(instances.c.sop_instance_uid.in_(bindparam("uids", expanding=True)))
+_RECEIVED_AFTER = sa.select(*_STORED_COLUMNS).where(instances.c.id > bindparam("after"),
+                                                    instances.c.generated.is_(False))
 
 _FIND_PATIENT = sa.select(
     patients.c.id, patients.c.patient_name, patients.c.birth_date, patients.c.sex
@@ -191,12 +194,17 @@ def find_instances(connection: Connection, sop_instance_uids: Iterable[str]) -> 
     if not wanted:
         return {}
     rows = connection.execute(_FIND_INSTANCES, {"uids": wanted}).all()
-    return {
-        row.sop_instance_uid: StoredInstance(
-            row.id, row.sop_instance_uid, row.path, row.size_bytes, row.series_ref, row.study_instance_uid
-        )
-        for row in rows
-    }
+    return {row.sop_instance_uid: _stored(row) for row in rows}
+
+
+def received_after(connection: Connection, instance_id: int) -> list[StoredInstance]:
+    """The received (not generated) instances with an id above `instance_id`."""
+    return [_stored(row) for row in connection.execute(_RECEIVED_AFTER, {"after": instance_id}).all()]
+
+
+def _stored(row: Any) -> StoredInstance:
+    return StoredInstance(row.id, row.sop_instance_uid, row.path, row.size_bytes, row.series_ref,
+                          row.study_instance_uid)
 
 
 def record_instances(
@@ -382,16 +390,27 @@ def _write_instances(connection: Connection, entries: Sequence[IndexEntry], seri
 def _move_replaced(connection: Connection, entries: Sequence[IndexEntry]) -> None:
     """Take replaced rows' counts and bytes off the series and study they were counted in."""
     for entry in entries:
-        old = entry.replaces
-        if old is None:
-            continue
-        connection.execute(
-            series.update()
-            .where(series.c.id == old.series_ref)
-            .values(instance_count=series.c.instance_count - 1, total_bytes=series.c.total_bytes - old.size_bytes)
-        )
-        connection.execute(_MOVE_FROM_STUDY, {"uid": old.study_instance_uid, "add_count": -1,
-                                              "add_bytes": -old.size_bytes})
+        if entry.replaces is not None:
+            _take_off_counts(connection, entry.replaces)
+
+
+def _take_off_counts(connection: Connection, old: StoredInstance) -> None:
+    connection.execute(
+        series.update()
+        .where(series.c.id == old.series_ref)
+        .values(instance_count=series.c.instance_count - 1, total_bytes=series.c.total_bytes - old.size_bytes)
+    )
+    connection.execute(_MOVE_FROM_STUDY, {"uid": old.study_instance_uid, "add_count": -1,
+                                          "add_bytes": -old.size_bytes})
+
+
+def remove_instances(connection: Connection, rows: Sequence[StoredInstance]) -> None:
+    """Delete instance rows and take their counts and bytes off their series and studies (which stay)."""
+    if not rows:
+        return
+    connection.execute(instances.delete().where(instances.c.id.in_([row.id for row in rows])))
+    for row in rows:
+        _take_off_counts(connection, row)
 
 
 def _merge_modalities(current: str | None, more: Iterable[str]) -> str | None:

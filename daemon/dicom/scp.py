@@ -2,9 +2,11 @@
 
 pynetdicom calls the handlers here in its association threads. A C-STORE is
 handled in that thread up to the commit: decode the header (never the pixel
-data), validate the UIDs, write and fsync the file as received, then hand it to
-the group committer and answer with the status of the commit. Success means
-the file is durable under its final name and its index row is committed.
+data), validate the UIDs, hand it to the group committer and write the file as
+received, then answer with the status of the commit. Success means the file is
+durable under its final name and its index row is committed (this thread
+fsyncs the file while the committer renames it and commits; the committer
+answers when every fsync is done).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from daemon.dicom.committer import IndexCommitter, Outcome, StoreRequest
 from daemon.dicom.filemeta import FileMeta, encode_file_header
 from daemon.dicom.index import IndexRecord, MalformedDataset, index_record, read_header
 from daemon.dicom.index_store import IndexChanges, Receipt
+from daemon.dicom.recovery import recover_unsynced
 from daemon.dicom.reactor import PROTOCOL_ERROR, acceptor_server_class
 from daemon.dicom.security import AssociationPolicy, decide, needs_host_names, peer_names, server_ssl_context
 from daemon.dicom.stability import StabilityTracker
@@ -255,10 +258,12 @@ class StoreIntake:
                 calling_ae_title=calling,
                 peer=assoc.requestor.address,
             )
-            # The committer starts on the index rows while this thread writes and fsyncs the file.
+            # The committer starts on the index rows while this thread writes the file, and renames and
+            # commits it while this thread fsyncs it.
             written: Future[IncomingFile] = Future()
-            committed = self._committer.store(StoreRequest(receipt, written, actor, started))
-            write_error = self._write(written, [header, view])
+            synced: Future[None] = Future()
+            committed = self._committer.store(StoreRequest(receipt, written, actor, started, synced))
+            write_error = self._write(written, synced, [header, view])
         finally:
             view.release()
         try:
@@ -270,16 +275,17 @@ class StoreIntake:
                                 record.study.study_instance_uid)
         return self._answer(assoc, record, outcome, size, started)
 
-    def _write(self, written: Future[IncomingFile], chunks: list[bytes | memoryview]) -> str | None:
-        """Write the file and settle `written`; the reason on failure."""
+    def _write(self, written: Future[IncomingFile], synced: Future[None], chunks: list[bytes | memoryview]) -> str | None:
+        """Write the file, settling `written` before its fsync and `synced` after; the reason on failure."""
         try:
-            written.set_result(self._storage.write_incoming(chunks))
+            self._storage.write_incoming(chunks, on_written=written.set_result)
+            synced.set_result(None)
             return None
         except OutOfSpace as exc:
-            written.set_exception(exc)
+            _settle(exc, written, synced)
             return f"storage: {exc.strerror}"
         except BaseException as exc:
-            written.set_exception(exc)
+            _settle(exc, written, synced)
             if not isinstance(exc, OSError):
                 raise
             log.error("cannot write an instance: %s", exc)
@@ -326,6 +332,12 @@ class StoreIntake:
             detail=f"{status.name}: {reason}", duration_ms=round(seconds * 1000, 3),
         ))
         return _status_dataset(status, reason)
+
+
+def _settle(error: BaseException, *futures: Future[Any]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
 
 
 def _reason(protocol_error: str | None) -> str:
@@ -377,6 +389,7 @@ class DicomListener:
         removed = await asyncio.to_thread(self._storage.prepare)
         if removed:
             log.info("removed %d incomplete files left by an earlier run", removed)
+        await asyncio.to_thread(recover_unsynced, self._services.database, self._storage)
         self._tracker = StabilityTracker(self._services.database, config.dicom.stable_after_seconds,
                                          self._services.work_signal, asyncio.get_running_loop(),
                                          notify_on_arrival=(STUDY_KIND,))

@@ -1,10 +1,14 @@
-"""Received files on disk: write to a private incoming folder, fsync, then rename into the UID layout.
+"""Received files on disk: write to a private incoming folder, fsync, and rename into the UID layout.
 
-A file reaches its final name only complete and fsynced, and that name is made
-durable (directory fsync) before the index row that points at it is committed.
-A crash leaves at most an unreferenced temporary file in `.incoming`, removed on
-the next start, or a complete file without an index row, which the sender's
-retry (it got no success status) overwrites.
+A file reaches its final name complete (every byte written), possibly while
+its fsync still runs: the committer (daemon/dicom/committer.py) renames it and
+commits its index row meanwhile, and answers only when file, folder and commit
+are durable. A kill -9 leaves at most an unreferenced
+temporary file in `.incoming`, removed on the next start, or a complete file
+without an index row, which the sender's retry (it got no success status)
+overwrites. A power loss can also leave a file at its final name that is short
+or empty, with or without its index row: daemon/dicom/recovery.py removes the
+rows, the sender's retry overwrites the file.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import os
 import threading
 import itertools
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -76,17 +80,27 @@ class Storage:
         if free - size < self.min_free_bytes:
             raise OutOfSpace(errno.ENOSPC, f"{free} bytes free, {size} needed plus {self.min_free_bytes} reserved")
 
-    def write_incoming(self, chunks: Sequence[bytes | memoryview]) -> IncomingFile:
-        """Write `chunks` to a new temporary file and fsync it. OutOfSpace when the disk is full."""
+    def write_incoming(
+        self, chunks: Sequence[bytes | memoryview], on_written: Callable[[IncomingFile], None] | None = None
+    ) -> IncomingFile:
+        """Write `chunks` to a new temporary file and fsync it. OutOfSpace when the disk is full.
+
+        `on_written` gets the file once every byte is written, before the fsync (the committer may then
+        rename it while this fsyncs it)."""
         path = self.incoming / f"{os.getpid()}-{next(self._names)}{TEMP_SUFFIX}"
         size = sum(len(chunk) for chunk in chunks)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+        handed_on = False
         try:
             _write_all(descriptor, chunks)
+            if on_written is not None:
+                on_written(IncomingFile(path=path, size=size))
+                handed_on = True
             os.fsync(descriptor)
         except OSError as exc:
             os.close(descriptor)
-            path.unlink(missing_ok=True)
+            if not handed_on:  # once handed on, the file is the committer's to place or discard
+                path.unlink(missing_ok=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise OutOfSpace(exc.errno, "disk full while writing") from exc
             raise

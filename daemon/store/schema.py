@@ -227,6 +227,17 @@ instances = Table(
     Index("ix_instances_study_instance_uid", "study_instance_uid"),
 )
 
+# Instances the DICOM index committer recorded before their files' fsyncs had returned (they run beside the
+# commit): those with an id above after_instance_id (NULL: none). One row (id 1, made by the first mark), set in
+# the same transaction as those rows and cleared once their fsyncs are done. Checked at start by
+# daemon/dicom/recovery.py.
+dicom_unsynced = Table(
+    "dicom_unsynced",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("after_instance_id", Integer, nullable=True),
+)
+
 # --- Work queue ---------------------------------------------------------------
 
 jobs = Table(
