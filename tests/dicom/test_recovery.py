@@ -8,7 +8,10 @@ a file truncated, another deleted.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ from tests.dicom.conftest import Dcmtk, dicom_config, run_tool, start_listener
 from tests.dicom.datasets import mr_dataset, new_uid, save
 from tests.dicom.test_committer import Commits, request, rows, store
 from tests.dicom.test_scp_dcmtk import listener_of, select, storescu_args
+from tests.work.conftest import wait_for
 
 
 @pytest.fixture
@@ -155,3 +159,32 @@ async def test_the_listener_checks_at_start_and_the_resend_restores(dcmtk: Dcmtk
         assert (config.storage.path / second.path).stat().st_size == second.size_bytes
     finally:
         await stop_daemon(daemon, drain_seconds=5)
+
+
+async def test_the_commit_does_not_wait_for_the_file_fsync_but_the_answer_does(
+    database: Database, storage: Storage, lazy: IndexCommitter
+) -> None:
+    dataset = mr_dataset()
+    synced: Future[None] = Future()
+    base = request(dataset, storage, b"x" * 10)
+    answer = lazy.store(dataclasses.replace(base, synced=synced))
+    await wait_for(lambda: rows(database, instances), timeout=10, what="the row committed")
+    assert storage.absolute(rows(database, instances)[0].path).exists()
+    assert not answer.done()  # committed and in place, but not answered before the file is durable
+    synced.set_result(None)
+    assert answer.result(10) == Outcome.STORED
+
+
+async def test_a_failed_file_fsync_after_the_commit_fails_the_request_and_the_resend_repairs(
+    database: Database, storage: Storage, lazy: IndexCommitter
+) -> None:
+    dataset = mr_dataset()
+    synced: Future[None] = Future()
+    synced.set_exception(OSError(errno.EIO, "I/O error"))
+    base = request(dataset, storage, b"x" * 10)
+    assert lazy.store(dataclasses.replace(base, synced=synced)).result(10) == Outcome.FAILED
+    [row] = rows(database, instances)
+    assert not storage.absolute(row.path).exists()  # removed: the resend must replace it, not keep it
+    assert mark(database) == [0]  # kept for the next start while an fsync failed
+    assert store(lazy, request(dataset, storage, b"y" * 10)) == [Outcome.REPLACED]
+    assert storage.absolute(row.path).read_bytes() == b"y" * 10
