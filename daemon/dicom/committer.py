@@ -39,15 +39,19 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 
 from daemon.audit import trail
 from daemon.audit.trail import AuditEvent
 from daemon.dicom.index_store import (
     IdCache,
     IndexChanges,
+    IndexCursor,
     IndexEntry,
+    IndexStatements,
     Receipt,
     StoredInstance,
     find_instances,
@@ -55,6 +59,7 @@ from daemon.dicom.index_store import (
 )
 from daemon.dicom.storage import IncomingFile, Storage, sync_directories
 from daemon.store.database import Database
+from daemon.store.driver import DriverStatement, cursor_of
 from daemon.store.schema import dicom_unsynced, instances
 
 log = logging.getLogger("neurolabel.dicom.index")
@@ -195,10 +200,29 @@ class _Committed:
 
 
 # One statement each once the row exists: the mark is the largest instance id before the batch's rows.
-_LARGEST_ID = sa.select(sa.func.coalesce(sa.func.max(instances.c.id), 0)).scalar_subquery()
-_MARK_UNSYNCED = dicom_unsynced.update().where(dicom_unsynced.c.id == 1).values(after_instance_id=_LARGEST_ID)
+# (Constants as SQL literals: the mark and the clear run on the DBAPI cursor, which takes only the caller's values.)
+_LARGEST_ID = sa.select(sa.func.coalesce(sa.func.max(instances.c.id), sa.literal_column("0"))).scalar_subquery()
+_MARK_UNSYNCED = (dicom_unsynced.update().where(dicom_unsynced.c.id == sa.literal_column("1"))
+                  .values(after_instance_id=_LARGEST_ID))
 _FIRST_MARK = dicom_unsynced.insert().from_select(["id", "after_instance_id"], sa.select(sa.literal(1), _LARGEST_ID))
-_CLEAR_UNSYNCED = dicom_unsynced.update().where(dicom_unsynced.c.id == 1).values(after_instance_id=None)
+_CLEAR_UNSYNCED = (dicom_unsynced.update().where(dicom_unsynced.c.id == sa.literal_column("1"))
+                   .values(after_instance_id=sa.null()))
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """What a commit runs, compiled once for the database's dialect and run on the DBAPI cursor of its transaction
+    (daemon/store/driver.py); the first mark ever (one INSERT ... SELECT) still goes through SQLAlchemy."""
+
+    index: IndexStatements
+    audit: trail.DriverAudit
+    mark_unsynced: DriverStatement
+    clear_unsynced: DriverStatement
+
+    @classmethod
+    def for_dialect(cls, dialect: Dialect) -> _Statements:
+        return cls(IndexStatements.for_dialect(dialect), trail.DriverAudit.for_dialect(dialect),
+                   DriverStatement.compile(_MARK_UNSYNCED, dialect), DriverStatement.compile(_CLEAR_UNSYNCED, dialect))
 
 
 class IndexCommitter:
@@ -224,6 +248,7 @@ class IndexCommitter:
         self._thread: threading.Thread | None = None
         self._syncer: ThreadPoolExecutor | None = None
         self._ids = IdCache()
+        self._statements = _Statements.for_dialect(database.engine.dialect)
         self._accepting = False
         self._lock = threading.Lock()
         # Whether the committed `dicom_unsynced` row holds a mark, and whether an fsync failed after a commit
@@ -301,7 +326,9 @@ class IndexCommitter:
             return
         try:
             with self._database.begin() as connection:
-                connection.execute(_CLEAR_UNSYNCED)
+                cursor = cursor_of(connection)
+                self._statements.clear_unsynced.execute(cursor, {})
+                cursor.close()
         except Exception:
             log.exception("could not clear the unsynced mark (the next start checks those instances' files)")
             return
@@ -346,17 +373,18 @@ class IndexCommitter:
         synced: Future[None] | None = None
         try:
             with self._database.begin() as connection:
-                existing = find_instances(connection, (r.receipt.record.sop_instance_uid for r in requests))
+                sql = IndexCursor.of(connection, self._statements.index)
+                existing = find_instances(sql, (r.receipt.record.sop_instance_uid for r in requests))
                 missing = {uid for uid, row in existing.items() if not self._storage.absolute(row.path).exists()}
                 plans = plan_batch(requests, existing, self._policy, missing)
-                marked = self._mark_unsynced(connection, plans)
+                marked = self._mark_unsynced(connection, sql.cursor, plans)
                 changes = record_instances(
-                    connection,
+                    sql,
                     [IndexEntry(plan.request.receipt, plan.replaces) for plan in plans if plan.indexed],
                     self._ids,
                 )
                 now = time.perf_counter()
-                trail.record_many(connection, [
+                self._statements.audit.record_many(sql.cursor, [
                     *(_audit_event(plan, now) for plan in plans),
                     *notes,
                     *(AuditEvent(AUDIT_STUDY, trail.SUCCESS, identifiers={"study_instance_uid": uid},
@@ -372,6 +400,7 @@ class IndexCommitter:
                             unsynced.append((plan.request, placement.target))
                 assert self._syncer is not None
                 synced = self._syncer.submit(sync_directories, folders)
+                sql.cursor.close()
                 # Leaving the block commits (the WAL fsync) while the folders and the files are fsynced.
         except BaseException:
             self._ids.clear()  # the ids it learnt in this transaction were rolled back
@@ -403,18 +432,18 @@ class IndexCommitter:
                 placement.backup.unlink(missing_ok=True)
         return _Committed(plans, changes, durable)
 
-    def _mark_unsynced(self, connection: sa.Connection, plans: Sequence[Planned]) -> bool:
+    def _mark_unsynced(self, connection: sa.Connection, cursor: Any, plans: Sequence[Planned]) -> bool:
         """Record, in the batch's transaction, that its new instances (ids above the largest so far) may be
         indexed before their files are durable; or clear the mark of the previous batch, whose fsyncs are done.
         Returns whether the transaction leaves a mark."""
         if self._sync_failed and self._unsynced:
             return True  # an fsync failed: keep the mark (and the rows above it) for the next start to check
         if any(plan.action is Action.NEW for plan in plans):
-            if connection.execute(_MARK_UNSYNCED).rowcount == 0:
+            if self._statements.mark_unsynced.execute(cursor, {}).rowcount == 0:
                 connection.execute(_FIRST_MARK)
             return True
         if self._unsynced:
-            connection.execute(_CLEAR_UNSYNCED)
+            self._statements.clear_unsynced.execute(cursor, {})
         return False
 
     def _place(self, plan: Planned, incoming: IncomingFile, folders: set[Path]) -> _Placement:

@@ -36,14 +36,18 @@ class DriverStatement:
     positional: bool
     # How `insert` learns the new primary key: "lastrowid" (SQLite), "returning" (others), "" (not an insert).
     new_id_from: str = ""
+    # A SELECT's result columns' converters, by position (None: keep the driver's value), for `fetchone`/`fetchall`.
+    result_processors: tuple[Processor | None, ...] = ()
     # Derived: the row's values in `keys` order, and the (index, processor) of the values to convert.
     _values_of: Callable[[Mapping[str, Any]], Any] = dataclasses.field(init=False, repr=False, compare=False)
     _converting: tuple[tuple[int, Processor], ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.keys) == 1:
+        if not self.keys:
+            values_of: Callable[[Mapping[str, Any]], Any] = lambda values: ()  # noqa: E731
+        elif len(self.keys) == 1:
             key = self.keys[0]
-            values_of: Callable[[Mapping[str, Any]], Any] = lambda values: (values[key],)  # noqa: E731
+            values_of = lambda values: (values[key],)  # noqa: E731
         else:
             values_of = operator.itemgetter(*self.keys)
         object.__setattr__(self, "_values_of", values_of)
@@ -71,7 +75,11 @@ class DriverStatement:
         positional = bool(compiled.positional)
         names = tuple(compiled.positiontup or ()) if positional else tuple(compiled.binds)
         processors = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
-        return cls(str(compiled), names, processors, positional)
+        results: tuple[Processor | None, ...] = ()
+        if isinstance(statement, sa.Select):
+            results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
+                            for column in statement.selected_columns)
+        return cls(str(compiled), names, processors, positional, result_processors=results)
 
     @classmethod
     def insert_returning_id(cls, table: sa.Table, dialect: Dialect, keys: Sequence[str]) -> DriverStatement:
@@ -94,6 +102,21 @@ class DriverStatement:
         """Run for one row; return the cursor (for `fetchone`/`fetchall`)."""
         cursor.execute(self.sql, self.parameters(values))
         return cursor
+
+    def fetchone(self, cursor: Any, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """Run a SELECT for one row of parameters; its first row, each value converted as SQLAlchemy would."""
+        row = self.execute(cursor, values).fetchone()
+        return None if row is None else self._converted(row)
+
+    def fetchall(self, cursor: Any, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run a SELECT for one row of parameters; all its rows, each value converted as SQLAlchemy would."""
+        return [self._converted(row) for row in self.execute(cursor, values).fetchall()]
+
+    def _converted(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        if not any(self.result_processors):
+            return tuple(row)
+        return tuple(value if processor is None else processor(value)
+                     for value, processor in zip(row, self.result_processors))
 
     def executemany(self, cursor: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run for every row. A value that is the very object of the row before (a batch's one timestamp) is

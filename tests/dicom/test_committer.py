@@ -240,6 +240,7 @@ class _FailingDatabase:
 
     def __init__(self, database: Database) -> None:
         self._database = database
+        self.engine = database.engine
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[sa.Connection]:

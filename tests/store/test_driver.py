@@ -177,3 +177,22 @@ def test_an_insert_that_leaves_out_a_defaulted_column_is_refused(database: Datab
     with pytest.raises(TypeError):
         with database.begin() as connection:
             select.insert(cursor_of(connection), {"key": "x"})
+
+
+def test_fetched_rows_are_converted_as_sqlalchemy_reads_them(database: Database) -> None:
+    dialect = database.engine.dialect
+    insert_message = DriverStatement.insert_returning_id(hl7_messages, dialect, MESSAGE_KEYS)
+    select = sa.select(hl7_messages.c.id, hl7_messages.c.received_at, hl7_messages.c.raw,
+                       hl7_messages.c.reprocessed_at).where(hl7_messages.c.control_id == sa.bindparam("control_id"))
+    lookup = DriverStatement.compile(select, dialect)
+    with database.begin() as connection:
+        cursor = cursor_of(connection)
+        message_id = insert_message.insert(cursor, _message("F1"))
+        fetched = lookup.fetchone(cursor, {"control_id": "F1"})
+        every = lookup.fetchall(cursor, {"control_id": "F1"})
+        absent = lookup.fetchone(cursor, {"control_id": "none"})
+        expected = tuple(connection.execute(select, {"control_id": "F1"}).one())
+    assert fetched is not None and absent is None and every == [fetched]
+    assert fetched[0] == message_id and fetched[1] == _message("F1")["received_at"] and fetched[1].tzinfo is not None
+    assert (fetched[0], fetched[1], bytes(fetched[2]), fetched[3]) == (
+        expected[0], expected[1], bytes(expected[2]), expected[3])
