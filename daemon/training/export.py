@@ -1,6 +1,7 @@
 """Export a trained WindowModel into a Triton model version folder.
 
 Writes, into triton_models/<name>/<version>/:
+  model.py         the Triton python-backend model (daemon/inference/triton_backend/model.py)
   model.int8.onnx  fused graph, dynamically quantised to int8 (CPU serving, one window per call)
   model.fp16.onnx  fused graph in fp16 with fp32 inputs/outputs (GPU serving)
   tokenizer.json, metadata.json
@@ -28,6 +29,10 @@ from daemon.training.model import WindowModel, combine_windows
 log = logging.getLogger("neurolabel.training.export")
 
 ONNX_OPSET = 17
+# The Triton python-backend model that every version folder needs (Triton loads <version>/model.py); the
+# copy in triton_models/ is this file.
+PYTHON_BACKEND_MODEL = Path(__file__).resolve().parents[1] / "inference" / "triton_backend" / "model.py"
+PYTHON_BACKEND_FILE = "model.py"
 CPU_FILE = "model.int8.onnx"
 GPU_FILE = "model.fp16.onnx"
 ONNX_FILES = {"cpu": CPU_FILE, "gpu": GPU_FILE}
@@ -155,8 +160,9 @@ def export_variants(model: WindowModel, version_dir: Path, *, gpu: bool = True) 
 def write_repository(
     metadata: ModelMetadata, tokenizer_json: Path, model_dir: Path, version_dir: Path
 ) -> None:
-    """Metadata, tokenizer and both Triton configs (CPU default, GPU variant)."""
+    """Metadata, tokenizer, the python-backend model and both Triton configs (CPU default, GPU variant)."""
     shutil.copyfile(tokenizer_json, version_dir / TOKENIZER_FILE)
+    shutil.copyfile(PYTHON_BACKEND_MODEL, version_dir / PYTHON_BACKEND_FILE)
     metadata.save(version_dir)
     (model_dir / "config.pbtxt").write_text(render_config(metadata, CPU_SETTINGS), encoding="utf-8")
     (model_dir / "configs").mkdir(exist_ok=True)

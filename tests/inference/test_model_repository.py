@@ -36,6 +36,16 @@ def test_metadata_round_trips_and_names_every_label(metadata: ModelMetadata, tmp
     assert ModelMetadata.load(tmp_path) == metadata
 
 
+def test_every_version_holds_the_packaged_python_backend_model() -> None:
+    """Triton loads <version>/model.py; `neurolabel train` copies it from the package, so the shipped copy
+    must be that file (it cannot drift from what a hospital's own training writes)."""
+    packaged = Path(__file__).resolve().parents[2] / "daemon" / "inference" / "triton_backend" / "model.py"
+    versions = [path for path in MODEL_DIR.iterdir() if path.is_dir() and path.name.isdigit()]
+    assert versions
+    for version_dir in versions:
+        assert (version_dir / "model.py").read_bytes() == packaged.read_bytes()
+
+
 def test_configs_are_generated_from_the_metadata(metadata: ModelMetadata) -> None:
     """config.pbtxt (CPU) and configs/gpu.pbtxt carry the thresholds clients read; they must not drift."""
     assert (MODEL_DIR / "config.pbtxt").read_text() == render_config(metadata, CPU_SETTINGS)

@@ -173,3 +173,15 @@ def test_skip_layer_norm_is_unfused_into_the_same_computation(small_model, tmp_p
     expected = onnx_probabilities(tmp_path / "fused.onnx", tokenizer, TEXTS, metadata)
     actual = onnx_probabilities(tmp_path / "unfused.onnx", tokenizer, TEXTS, metadata)
     assert np.allclose(actual, expected, atol=1e-5)
+
+
+def test_repository_version_gets_the_python_backend_model(tmp_path: Path) -> None:
+    """Without <version>/model.py Triton cannot load a version that `neurolabel train` wrote."""
+    from daemon.training.export import PYTHON_BACKEND_FILE, PYTHON_BACKEND_MODEL, write_repository
+
+    version_dir = tmp_path / "neurolabel_report" / "2"
+    version_dir.mkdir(parents=True)
+    write_repository(_metadata(WindowSpec(max_tokens=64, overlap=16)), pretrained_encoder_dir() / "tokenizer.json",
+                     version_dir.parent, version_dir)
+    assert (version_dir / PYTHON_BACKEND_FILE).read_bytes() == PYTHON_BACKEND_MODEL.read_bytes()
+    assert (version_dir.parent / "config.pbtxt").is_file()
