@@ -85,12 +85,7 @@ def enqueue(
             return None
         job_id = connection.execute(_INSERT_JOB, values).scalar()
     else:
-        insert = _dialect_insert(connection.dialect.name)(jobs).values(**values)
-        # The predicate must be literal: PostgreSQL cannot match a partial index against bound parameters
-        # once psycopg prepares the statement (from its fifth execution on).
-        statement = insert.on_conflict_do_nothing(
-            index_elements=[jobs.c.kind, jobs.c.key], index_where=sa.text(ACTIVE_PREDICATE)
-        ).returning(jobs.c.id)
+        statement = _insert_unless_active(connection.dialect.name).values(**values).returning(jobs.c.id)
         job_id = connection.execute(statement).scalar()
     if job_id is None:
         return None
@@ -113,12 +108,25 @@ def enqueue_many(connection: Connection, requests: Sequence[tuple[str, str, Mapp
         for kind, key, payload in requests:
             enqueue(connection, kind, key, payload)
         return
+    connection.execute(_INSERT_JOB_UNLESS_ACTIVE, _job_rows(requests))
+
+
+def _job_rows(requests: Sequence[tuple[str, str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """New pending job rows for (kind, key, payload) requests, all created now."""
     now = utcnow()
-    rows = [
+    return [
         dict(kind=kind, key=key, payload=dict(payload), state=PENDING, attempts=0, not_before=now, created_at=now)
         for kind, key, payload in requests
     ]
-    connection.execute(_INSERT_JOB_UNLESS_ACTIVE, rows)
+
+
+def _insert_unless_active(dialect_name: str) -> sa.Insert:
+    """INSERT INTO jobs … ON CONFLICT on the active (kind, key) index DO NOTHING (PostgreSQL, SQLite ≥ 3.24)."""
+    # The predicate must be literal: PostgreSQL cannot match a partial index against bound parameters
+    # once psycopg prepares the statement (from its fifth execution on).
+    return _dialect_insert(dialect_name)(jobs).on_conflict_do_nothing(
+        index_elements=[jobs.c.kind, jobs.c.key], index_where=sa.text(ACTIVE_PREDICATE)
+    )
 
 
 @dataclass(frozen=True)
@@ -140,9 +148,7 @@ class DriverEnqueue:
         if dialect.name == "sqlite":
             statement: sa.Insert = _INSERT_JOB_UNLESS_ACTIVE
         else:
-            statement = _dialect_insert(dialect.name)(jobs).on_conflict_do_nothing(
-                index_elements=[jobs.c.kind, jobs.c.key], index_where=sa.text(ACTIVE_PREDICATE)
-            )
+            statement = _insert_unless_active(dialect.name)
         notify = None
         if dialect.name == "postgresql":
             notify = DriverStatement.compile(
@@ -157,15 +163,7 @@ class DriverEnqueue:
         """`enqueue_many(connection, requests)`, on `cursor` (from `driver.cursor_of(connection)`)."""
         if not requests:
             return
-        now = utcnow()
-        self.insert.executemany(
-            cursor,
-            [
-                {"kind": kind, "key": key, "payload": dict(payload), "state": PENDING, "attempts": 0,
-                 "not_before": now, "created_at": now}
-                for kind, key, payload in requests
-            ],
-        )
+        self.insert.executemany(cursor, _job_rows(requests))
         if self.notify is not None:
             for kind in sorted({kind for kind, _key, _payload in requests}):
                 self.notify.execute(cursor, {"channel": NOTIFY_CHANNEL, "kind": kind})
