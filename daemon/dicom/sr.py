@@ -202,7 +202,7 @@ def label_document(
     highdicom_lookups.install()  # its IOD table scans, once per SOP class (~2 ms of CPU a document)
     name, version = split_model(record.model)
     sr = hd.sr.ComprehensiveSR(
-        evidence=_complete_evidence(evidence),
+        evidence=complete_evidence(evidence),
         content=content,
         series_instance_uid=identity.series_instance_uid,
         series_number=SR_SERIES_NUMBER,
@@ -291,7 +291,8 @@ _EVIDENCE_TYPE2 = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex",
                    "StudyDate", "StudyTime", "ReferringPhysicianName")
 
 
-def _complete_evidence(evidence: Sequence[Dataset]) -> list[Dataset]:
+def complete_evidence(evidence: Sequence[Dataset]) -> list[Dataset]:
+    """`evidence` with the first instance's missing Type 2 attributes (that highdicom copies) empty."""
     first = Dataset(dict(evidence[0].items()))  # a shallow copy, its elements as they are (raw ones undecoded)
     for keyword in _EVIDENCE_TYPE2:
         if keyword not in first:

@@ -13,10 +13,12 @@ values. `SrEncoder` therefore
    DateTime, each finding's evaluation code (Present or Absent: both encodings
    taken from highdicom's two trees) and each probability's Numeric Value and
    Floating Point Value;
-2. per study, builds the document with `label_document` (highdicom: patient
-   and study attributes, evidence, predecessor, UIDs, dates) around a bare
-   root container, and puts the filled-in content sequence in as already
-   encoded bytes.
+2. per study, fills the holes and encodes the document around the content
+   from a document template (daemon/dicom/sr_document.py: highdicom's
+   document for a placeholder study, its study-independent elements kept
+   encoded; the patient and study attributes, evidence, predecessor, UIDs
+   and times encoded per study as highdicom derives them), checked when it
+   is made to encode the placeholder study as highdicom's document does.
 
 The result is byte for byte what `build_label_sr(...).save_as(...)` writes
 (tests/dicom/test_sr_template.py compares them over label sets, probabilities,
@@ -33,26 +35,33 @@ import datetime as dt
 import io
 import struct
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag, Tag
-from pydicom.valuerep import DS
+from pydicom.valuerep import DS, DT
 
 from daemon.dicom.private_tags import format_dt
 from daemon.dicom.sr import (
     FINDINGS,
     MEASUREMENT_GROUP,
     SrIdentity,
+    complete_evidence,
     label_content,
     label_document,
     tracking_uid,
+)
+from daemon.dicom.sr_document import (
+    ITEM,
+    DocumentParts,
+    DocumentTemplate,
+    encode_document,
+    encode_element,
+    make_template,
 )
 from daemon.labels import LABEL_KEYS, LabelRecord
 
@@ -64,13 +73,11 @@ FLOATING_POINT_VALUE = Tag(0x0040, 0xA161)
 OBSERVATION_DATETIME = Tag(0x0040, 0xA032)
 UID_VALUE = Tag(0x0040, 0xA124)
 TRACKING_UNIQUE_IDENTIFIER = ("112040", "DCM")
-ITEM = b"\xfe\xff\x00\xe0"
-# Bytes before an explicit VR sequence's value: tag, "SQ", two reserved bytes, the 4-byte length.
-_SQ_HEADER = 12
 # Templates kept: one per model and state in use (a model upgrade adds one).
 DEFAULT_CAPACITY = 16
 # The study the templates are built for; its values are holes.
 _PLACEHOLDER_STUDY = "2.25.1"
+_PLACEHOLDER_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
 
 
 @dataclass(frozen=True)
@@ -91,21 +98,20 @@ _Node = bytes | _Hole | _Sequence
 
 @dataclass(frozen=True)
 class _Template:
-    root: Dataset  # the root content item without its Content Sequence, for label_document
+    document: DocumentTemplate  # the document around the content (daemon/dicom/sr_document.py)
     content: _Sequence  # the Content Sequence with holes
     codes: Mapping[str, Mapping[int, bytes]]  # finding -> label bit -> its encoded Concept Code Sequence
     encodings: list[str]
-    # The root's other sequences (Concept Name Code, Content Template), encoded once: the document carries them
-    # as they are, so they go in as bytes like the Content Sequence.
-    sequences: Mapping[BaseTag, bytes]
 
 
 class SrEncoder:
     """Encodes label SRs (Part 10 bytes) from per-model templates; safe to share between threads."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, clock: Callable[[], dt.datetime] = dt.datetime.now) -> None:
         self._capacity = capacity
+        self._clock = clock  # read as highdicom reads it: local time for the creation, content and contribution times
         self._templates: collections.OrderedDict[tuple[str, bool, str], _Template] = collections.OrderedDict()
+        self._parts = DocumentParts()
         self._lock = threading.Lock()
 
     def encode(
@@ -122,22 +128,20 @@ class SrEncoder:
             raise ValueError("an SR needs at least one instance of the study as evidence")
         charset = evidence[0].get("SpecificCharacterSet")
         template = self._template(record.model, withdrawn_at is not None, charset)
-        root = Dataset()
-        root.update(template.root)
-        root.ContentSequence = DicomSequence()
-        document = label_document(record, evidence, identity, root, previous_versions=previous_versions)
-        if document.get("SpecificCharacterSet") != charset:
-            raise RuntimeError("highdicom gave the SR another character set than its evidence's")
         values = _values(template, record, withdrawn_at)
         content = b"".join(_render_items(template.content.items, values))
-        for tag, encoded in ((CONTENT_SEQUENCE, content), *template.sequences.items()):
-            document[tag] = RawDataElement(BaseTag(tag), "SQ", len(encoded), encoded, 0, False, True)
-        # Marked as encoded the way it is written (explicit VR little endian, its own character set), so that
-        # pydicom writes the raw Content Sequence as it is instead of decoding it to correct ambiguous VRs.
-        document.set_original_encoding(False, True, document._character_set)
-        buffer = io.BytesIO()
-        document.save_as(buffer, enforce_file_format=True)
-        return buffer.getvalue()
+        return encode_document(
+            template.document,
+            self._parts,
+            evidence=complete_evidence(evidence),
+            content=content,
+            series_instance_uid=identity.series_instance_uid,
+            sop_instance_uid=identity.sop_instance_uid,
+            instance_number=identity.instance_number,
+            accession_number=record.accession_number,
+            previous_versions=previous_versions,
+            clock=self._clock,
+        )
 
     def _template(self, model: str, withdrawn: bool, charset: object) -> _Template:
         key = (model, withdrawn, repr(charset))
@@ -172,7 +176,7 @@ def _make_template(model: str, withdrawn: bool, charset: object) -> _Template:
     for bit, holes_of_tree in zip((1, 0), found):
         for name, item, tag in holes_of_tree:
             if tag == CONCEPT_CODE_SEQUENCE:
-                codes.setdefault(name, {})[bit] = _encode(item[tag], encodings)
+                codes.setdefault(name, {})[bit] = encode_element(item[tag], encodings)
     content = trees[0]
     root = Dataset()
     for element in content:
@@ -181,8 +185,46 @@ def _make_template(model: str, withdrawn: bool, charset: object) -> _Template:
     compiled = _compile_element(content[CONTENT_SEQUENCE], holes, encodings)
     if not isinstance(compiled, _Sequence):
         raise RuntimeError("the SR content sequence has no values to fill")
-    sequences = {element.tag: _encode(element, encodings)[_SQ_HEADER:] for element in root if element.VR == "SQ"}
-    return _Template(root, compiled, codes, encodings, sequences)
+    return _Template(_document_template(records[0], root, charset, encodings), compiled, codes, encodings)
+
+
+def _document_template(record: LabelRecord, root: Dataset, charset: object, encodings: list[str]) -> DocumentTemplate:
+    """The document's template from highdicom's document around `root` (the root content item, its Content
+    Sequence empty) for a placeholder study; checked to encode, for that study, as highdicom's document does."""
+    evidence = Dataset()
+    if charset is not None:
+        evidence.SpecificCharacterSet = charset
+    evidence.SOPClassUID = _PLACEHOLDER_SOP_CLASS
+    evidence.SOPInstanceUID = f"{_PLACEHOLDER_STUDY}.1.1"
+    evidence.SeriesInstanceUID = f"{_PLACEHOLDER_STUDY}.1"
+    evidence.StudyInstanceUID = _PLACEHOLDER_STUDY
+    identity = SrIdentity(f"{_PLACEHOLDER_STUDY}.2", f"{_PLACEHOLDER_STUDY}.2.1", 1)
+    bare = Dataset()
+    bare.update(root)
+    bare.ContentSequence = DicomSequence()
+    reference = label_document(record, [evidence], identity, bare)
+    if reference.get("SpecificCharacterSet") != charset:
+        raise RuntimeError("highdicom gave the SR another character set than its evidence's")
+    template = make_template(reference, encodings)
+    # The clock's values as highdicom set them, so that the two encodings can be compared.
+    created = reference.InstanceCreationDate
+    if reference.ContentDate != created or reference.ContentTime != reference.InstanceCreationTime:
+        raise RuntimeError("highdicom's SR has content and creation times that differ")
+    stamps = iter((
+        dt.datetime.combine(created, reference.InstanceCreationTime),
+        DT(reference.ContributingEquipmentSequence[-1].ContributionDateTime),
+    ))
+    ours = encode_document(
+        template, DocumentParts(), evidence=complete_evidence([evidence]), content=b"",
+        series_instance_uid=identity.series_instance_uid, sop_instance_uid=identity.sop_instance_uid,
+        instance_number=identity.instance_number, accession_number=record.accession_number,
+        clock=lambda: next(stamps),
+    )
+    buffer = io.BytesIO()
+    reference.save_as(buffer, enforce_file_format=True)
+    if ours != buffer.getvalue():
+        raise RuntimeError("the SR document template does not encode as highdicom's document")
+    return template
 
 
 def _placeholder(model: str, bit: int) -> LabelRecord:
@@ -242,7 +284,7 @@ def _compile_element(element: DataElement, holes: Mapping[tuple[int, BaseTag], s
     if element.VR == "SQ" and _has_hole(element, holes):
         header = struct.pack("<HH", element.tag.group, element.tag.element) + b"SQ\x00\x00"
         return _Sequence(header, tuple(_compile_dataset(item, holes, encodings) for item in element.value))
-    return _encode(element, encodings)
+    return encode_element(element, encodings)
 
 
 def _compile_dataset(
@@ -272,14 +314,6 @@ def _has_hole(element: DataElement, holes: Mapping[tuple[int, BaseTag], str]) ->
             if item[tag].VR == "SQ" and _has_hole(item[tag], holes):
                 return True
     return False
-
-
-def _encode(element: DataElement, encodings: list[str]) -> bytes:
-    buffer = DicomBytesIO()
-    buffer.is_little_endian = True
-    buffer.is_implicit_VR = False
-    write_data_element(buffer, element, encodings)
-    return buffer.getvalue()
 
 
 # --- filling one in ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ import highdicom.base
 import highdicom.base_content
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from daemon.dicom.sr import build_label_sr, read_label_sr, read_label_sr_state, sr_identity
@@ -40,6 +41,11 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
                                   timezone=dt.timezone)
     monkeypatch.setattr(highdicom.base, "datetime", clock)
     monkeypatch.setattr(highdicom.base_content, "datetime", clock)
+
+
+def frozen_encoder(capacity: int = 16) -> SrEncoder:
+    """An encoder reading the frozen clock the full build's highdicom reads."""
+    return SrEncoder(capacity, clock=FrozenDatetime.now)
 
 
 def evidence_of(datasets: Sequence[Dataset]) -> list[Dataset]:
@@ -94,13 +100,13 @@ def label_sets() -> list[tuple[list[int], list[float]]]:
 def test_label_sets_encode_like_the_full_build(bits: list[int], probabilities: list[float]) -> None:
     evidence = evidence_of(study_instances(3))
     record = with_labels(make_record(str(evidence[0].StudyInstanceUID)), bits, probabilities)
-    fast = fast_build(SrEncoder(), record, evidence)
+    fast = fast_build(frozen_encoder(), record, evidence)
     assert fast == full_build(record, evidence)
     assert read_label_sr(pydicom.dcmread(io.BytesIO(fast))) == dataclasses.replace(record, report_id=None)
 
 
 def test_one_encoder_serves_many_studies_and_models() -> None:
-    encoder = SrEncoder(capacity=2)
+    encoder = frozen_encoder(capacity=2)
     for index, (bits, probabilities) in enumerate(label_sets()):
         datasets = study_instances(1 + index % 3)
         for dataset in datasets:
@@ -122,7 +128,7 @@ def test_withdrawal_and_predecessor_encode_like_the_full_build() -> None:
     previous.SOPInstanceUID = "2.25.12345"
     previous.StudyInstanceUID = record.study_instance_uid
     previous.SeriesInstanceUID = "2.25.678"
-    encoder = SrEncoder()
+    encoder = frozen_encoder()
     for options in ({"previous_versions": [previous]}, {"withdrawn_at": WITHDRAWN_AT},
                     {"withdrawn_at": WITHDRAWN_AT, "previous_versions": [previous]}):
         fast = fast_build(encoder, record, evidence, **options)
@@ -139,7 +145,7 @@ def test_sparse_evidence_and_accession_from_the_labels() -> None:
     evidence = evidence_of(datasets)
     for accession in ("ACC-9", None):
         record = dataclasses.replace(make_record(str(evidence[0].StudyInstanceUID)), accession_number=accession)
-        fast = fast_build(SrEncoder(), record, evidence)
+        fast = fast_build(frozen_encoder(), record, evidence)
         assert fast == full_build(record, evidence)
         assert pydicom.dcmread(io.BytesIO(fast)).AccessionNumber == (accession or "")
 
@@ -151,7 +157,7 @@ def test_character_set_of_the_evidence_is_kept() -> None:
         dataset.PatientName = "Müller^Zoë"
     evidence = evidence_of(datasets)
     record = dataclasses.replace(make_record(str(evidence[0].StudyInstanceUID)), model="modèle:2")
-    encoder = SrEncoder()
+    encoder = frozen_encoder()
     fast = fast_build(encoder, record, evidence)
     assert fast == full_build(record, evidence)
     assert str(pydicom.dcmread(io.BytesIO(fast)).PatientName) == "Müller^Zoë"
@@ -164,7 +170,7 @@ def test_character_set_of_the_evidence_is_kept() -> None:
 def test_highdicom_reads_the_fast_sr_as_a_measurement_report() -> None:
     evidence = evidence_of(study_instances(2))
     record = make_record(str(evidence[0].StudyInstanceUID))
-    dataset = pydicom.dcmread(io.BytesIO(fast_build(SrEncoder(), record, evidence)))
+    dataset = pydicom.dcmread(io.BytesIO(fast_build(frozen_encoder(), record, evidence)))
     document = hd.sr.ComprehensiveSR.from_dataset(dataset)
     assert isinstance(document.content, hd.sr.MeasurementReport)
     (group,) = document.content.get_image_measurement_groups()
@@ -177,7 +183,7 @@ def test_highdicom_reads_the_fast_sr_as_a_measurement_report() -> None:
 def test_dcmtk_reads_the_fast_sr_as_a_valid_document(tmp_path: Path) -> None:
     evidence = evidence_of(study_instances(2))
     path = tmp_path / "sr.dcm"
-    path.write_bytes(fast_build(SrEncoder(), make_record(str(evidence[0].StudyInstanceUID)), evidence))
+    path.write_bytes(fast_build(frozen_encoder(), make_record(str(evidence[0].StudyInstanceUID)), evidence))
     result = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     # DCMTK 3.6.7 flags the UTC offset "+0000" of a DT, which PS3.5 allows; nothing else may be reported.
@@ -185,6 +191,71 @@ def test_dcmtk_reads_the_fast_sr_as_a_valid_document(tmp_path: Path) -> None:
     assert "Cerebral atrophy" in result.stdout and "Present" in result.stdout
 
 
+def read_back(dataset: Dataset, *, implicit: bool) -> Dataset:
+    """`dataset` stored and read as the write-back reads it: raw elements, copied without decoding them."""
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian if implicit else (
+        pydicom.uid.ExplicitVRLittleEndian)
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, implicit_vr=implicit, little_endian=True, enforce_file_format=True)
+    read = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    return Dataset({tag: read.get_item(tag) for tag in read.keys() if tag.group < 0x7FE0 and not tag.is_private})
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_evidence_read_raw_from_stored_files_encodes_like_the_full_build(implicit: bool) -> None:
+    datasets = study_instances(3)
+    evidence = [read_back(datasets[0], implicit=implicit), *evidence_of(datasets)[1:]]
+    record = make_record(str(evidence[0].StudyInstanceUID))
+    fast = fast_build(frozen_encoder(), record, evidence)
+    evidence = [read_back(datasets[0], implicit=implicit), *evidence_of(datasets)[1:]]
+    assert fast == full_build(record, evidence)
+
+
+def test_other_sop_classes_and_equipment_through_one_encoder() -> None:
+    """The copied patient and study attributes follow the evidence's IOD, the acquisition-equipment item its
+    equipment (kept per equipment: a second study of another scanner must not get the first one's)."""
+    encoder = frozen_encoder()
+    ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    mr = study_instances(1)[0]
+    other_scanner = study_instances(1)[0]
+    other_scanner.Manufacturer = "ACME"
+    other_scanner.StationName = "MR2"
+    no_manufacturer = study_instances(1)[0]
+    del no_manufacturer.Manufacturer
+    for index, dataset in enumerate((ct, mr, other_scanner, no_manufacturer, mr)):
+        dataset = pydicom.Dataset(dataset)
+        dataset.StudyInstanceUID = f"1.2.826.0.1.3680043.8.498.{200 + index}"
+        evidence = evidence_of([dataset])
+        record = make_record(str(evidence[0].StudyInstanceUID), seed=index)
+        fast = fast_build(encoder, record, evidence)
+        assert fast == full_build(record, evidence), index
+    assert "ContributingEquipmentSequence" in pydicom.dcmread(io.BytesIO(fast))
+
+
+def test_evidence_of_another_study_is_referenced_like_the_full_build() -> None:
+    datasets = study_instances(3)
+    datasets[2].StudyInstanceUID = "1.2.826.0.1.3680043.8.498.99"
+    fast, full = both_builds(evidence_of(datasets))
+    assert fast == full
+    assert "PertinentOtherEvidenceSequence" in pydicom.dcmread(io.BytesIO(fast))
+
+
+def test_a_patient_sex_highdicom_rejects_is_rejected() -> None:
+    datasets = study_instances(1)
+    datasets[0].PatientSex = "X"
+    with pytest.raises(ValueError):
+        both_builds(evidence_of(datasets))
+    record = make_record(str(datasets[0].StudyInstanceUID))
+    with pytest.raises(ValueError):
+        full_build(record, evidence_of(datasets))
+
+
+def both_builds(evidence: list[Dataset]) -> tuple[bytes, bytes]:
+    """The fast encoding (first) and the full build of the labels of `evidence`'s study."""
+    record = make_record(str(evidence[0].StudyInstanceUID))
+    return fast_build(frozen_encoder(), record, evidence), full_build(record, evidence)
+
+
 def test_a_study_needs_evidence() -> None:
     with pytest.raises(ValueError):
-        SrEncoder().encode(make_record("1.2.3"), [], sr_identity("1.2.3", 1))
+        frozen_encoder().encode(make_record("1.2.3"), [], sr_identity("1.2.3", 1))
