@@ -38,7 +38,7 @@ from highdicom import _standard_utils
 from highdicom.sr.utils import collect_evidence
 from highdicom.valuerep import check_person_name
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
@@ -50,6 +50,13 @@ ITEM = b"\xfe\xff\x00\xe0"
 CONTRIBUTING_EQUIPMENT_SEQUENCE = Tag(0x0018, 0xA001)
 CONTRIBUTION_DATETIME = Tag(0x0018, 0xA002)
 MEDIA_STORAGE_SOP_INSTANCE_UID = Tag(0x0002, 0x0003)
+CURRENT_EVIDENCE_SEQUENCE = Tag(0x0040, 0xA375)
+REFERENCED_SERIES_SEQUENCE = Tag(0x0008, 0x1115)
+REFERENCED_SOP_SEQUENCE = Tag(0x0008, 0x1199)
+REFERENCED_SOP_CLASS_UID = Tag(0x0008, 0x1150)
+REFERENCED_SOP_INSTANCE_UID = Tag(0x0008, 0x1155)
+SERIES_INSTANCE_UID = Tag(0x0020, 0x000E)
+STUDY_INSTANCE_UID = Tag(0x0020, 0x000D)
 ACCESSION_NUMBER = Tag(0x0008, 0x0050)
 
 # Elements of highdicom's document that depend on the study (everything else is the template's).
@@ -69,6 +76,7 @@ _ACQUISITION_KEYWORDS = (
     "InstitutionName", "InstitutionalDepartmentName", "InstitutionAddress", "StationName", "AcquisitionDateTime",
     "AcquisitionDate", "AcquisitionTime",
 )
+_ACQUISITION_TAGS = tuple(Tag(keyword) for keyword in _ACQUISITION_KEYWORDS)
 _EQUIPMENT_CAPACITY = 64
 
 
@@ -108,7 +116,7 @@ class DocumentParts:
 
     def acquisition_item(self, evidence: Dataset, encodings: list[str]) -> bytes | None:
         """highdicom's acquisition-equipment item for `evidence`, encoded; None when highdicom makes none."""
-        key = (repr(encodings), *(repr(evidence.get(keyword)) for keyword in _ACQUISITION_KEYWORDS))
+        key = (repr(encodings), *(_as_read(evidence.get_item(tag)) for tag in _ACQUISITION_TAGS))
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -173,15 +181,19 @@ def encode_document(
     first = evidence[0]
     elements: dict[BaseTag, DataElement | bytes] = dict(template.constant)
     elements.update(_base_elements(first, series_instance_uid, sop_instance_uid, instance_number, clock()))
-    no_references = Dataset()  # the content references no instance (collect_evidence checks evidence against it)
-    no_references.ContentSequence = []
     study_uid = str(first.StudyInstanceUID)
-    same_study, other_study = collect_evidence(evidence, no_references, study_instance_uid=study_uid)
     references = Dataset()
-    if same_study:
-        references.CurrentRequestedProcedureEvidenceSequence = same_study
-    if other_study:
-        references.PertinentOtherEvidenceSequence = other_study
+    packed = _evidence_of_one_study(evidence, study_uid)
+    if packed is not None:
+        elements[CURRENT_EVIDENCE_SEQUENCE] = packed
+    else:
+        no_references = Dataset()  # the content references no instance (collect_evidence checks evidence against it)
+        no_references.ContentSequence = []
+        same_study, other_study = collect_evidence(evidence, no_references, study_instance_uid=study_uid)
+        if same_study:
+            references.CurrentRequestedProcedureEvidenceSequence = same_study
+        if other_study:
+            references.PertinentOtherEvidenceSequence = other_study
     if previous_versions:
         references.PredecessorDocumentsSequence = _predecessors(previous_versions)
     for element in references:
@@ -191,7 +203,8 @@ def encode_document(
             elements[tag] = first[tag]
     acquisition = parts.acquisition_item(first, template.encodings)
     before, after = template.highdicom_item
-    contributed = before + encode_element(DataElement(CONTRIBUTION_DATETIME, "DT", DT(clock())), template.encodings) + after
+    contributed_at = encode_element(DataElement(CONTRIBUTION_DATETIME, "DT", DT(clock())), template.encodings)
+    contributed = before + contributed_at + after
     elements[CONTRIBUTING_EQUIPMENT_SEQUENCE] = _sequence(
         CONTRIBUTING_EQUIPMENT_SEQUENCE, [*([acquisition] if acquisition is not None else []), contributed]
     )
@@ -243,6 +256,41 @@ def _base_elements(
     return [(element.tag, element) for element in dataset]
 
 
+def _evidence_of_one_study(evidence: Sequence[Dataset], study_uid: str) -> bytes | None:
+    """The Current Requested Procedure Evidence Sequence highdicom's `collect_evidence` makes of `evidence`
+    (instances grouped by series in order of appearance, repeated instances once), packed directly; None when
+    an instance is of another study or a UID is not ASCII (then highdicom's items are encoded instead)."""
+    by_series: dict[str, list[bytes]] = {}
+    seen: set[str] = set()
+    try:
+        for item in evidence:
+            instance = str(item.SOPInstanceUID)
+            if instance in seen:
+                continue
+            if str(item.StudyInstanceUID) != study_uid:
+                return None
+            seen.add(instance)
+            by_series.setdefault(str(item.SeriesInstanceUID), []).append(
+                _uid(REFERENCED_SOP_CLASS_UID, str(item.SOPClassUID)) + _uid(REFERENCED_SOP_INSTANCE_UID, instance)
+            )
+        series_items = [
+            _sequence(REFERENCED_SOP_SEQUENCE, items) + _uid(SERIES_INSTANCE_UID, series)
+            for series, items in by_series.items()
+        ]
+        study_item = _sequence(REFERENCED_SERIES_SEQUENCE, series_items) + _uid(STUDY_INSTANCE_UID, study_uid)
+    except UnicodeEncodeError:
+        return None
+    return _sequence(CURRENT_EVIDENCE_SEQUENCE, [study_item])
+
+
+def _uid(tag: BaseTag, value: str) -> bytes:
+    """A UI element as pydicom writes it in explicit VR little endian (padded with a NUL); ASCII only."""
+    encoded = value.encode("ascii")
+    if len(encoded) % 2:
+        encoded += b"\0"
+    return struct.pack("<HH2sH", tag.group, tag.element, b"UI", len(encoded)) + encoded
+
+
 def _predecessors(previous_versions: Sequence[Dataset]) -> list[Dataset]:
     """highdicom's Predecessor Documents Sequence items: instances grouped by study, then series."""
     by_series: dict[tuple[str, str], list[Dataset]] = collections.defaultdict(list)
@@ -264,6 +312,15 @@ def _predecessors(previous_versions: Sequence[Dataset]) -> list[Dataset]:
         study_item.ReferencedSeriesSequence = series_items
         result.append(study_item)
     return result
+
+
+def _as_read(element: DataElement | RawDataElement | None) -> object:
+    """What determines an element's value: its bytes as read while it is not decoded, else its value."""
+    if element is None:
+        return None
+    if isinstance(element, RawDataElement):
+        return (element.VR, element.value, element.is_implicit_VR, element.is_little_endian)
+    return (element.VR, repr(element.value))
 
 
 def _module_root_tags(sop_class_uid: str) -> tuple[BaseTag, ...]:

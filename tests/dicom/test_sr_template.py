@@ -238,6 +238,10 @@ def test_evidence_of_another_study_is_referenced_like_the_full_build() -> None:
     fast, full = both_builds(evidence_of(datasets))
     assert fast == full
     assert "PertinentOtherEvidenceSequence" in pydicom.dcmread(io.BytesIO(fast))
+    # An instance given twice is referenced once; series in their order of appearance.
+    datasets = study_instances(4)
+    fast, full = both_builds(evidence_of([datasets[1], datasets[0], datasets[2], datasets[1], datasets[3]]))
+    assert fast == full
 
 
 def test_a_patient_sex_highdicom_rejects_is_rejected() -> None:
