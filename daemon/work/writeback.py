@@ -59,10 +59,12 @@ from daemon.labels import LabelRecord
 from daemon.ops.metrics import FAILURE, SUCCESS
 from daemon.store import queue
 from daemon.store.database import Database
+from daemon.store.driver import cursor_of
 from daemon.store.locks import cluster_lock
 from daemon.store.queue import Job
-from daemon.store.schema import instances, series, studies, study_labels, writebacks
+from daemon.store.schema import instances, study_labels
 from daemon.work.runner import BatchHandler, Handler, JobFailed
+from daemon.work.writeback_sql import WritebackStatements
 
 if TYPE_CHECKING:
     from daemon.app import Services
@@ -123,11 +125,12 @@ def writeback_handlers(services: Services) -> dict[str, Handler | BatchHandler]:
     """
     locks = StudyLocks()
     encoder = SrEncoder()
+    statements = WritebackStatements.for_dialect(services.database.engine.dialect)
 
     metrics = services.metrics
 
     async def handle_writebacks(jobs: Sequence[Job]) -> Mapping[int, BaseException]:
-        errors = await asyncio.to_thread(run_writeback_jobs, services, jobs, locks, encoder)
+        errors = await asyncio.to_thread(run_writeback_jobs, services, jobs, locks, encoder, statements)
         for job in jobs:
             metrics.writebacks.labels(outcome=FAILURE if job.id in errors else SUCCESS).inc()
         return errors
@@ -146,20 +149,28 @@ def writeback_handlers(services: Services) -> dict[str, Handler | BatchHandler]:
 
 
 def run_writeback_jobs(
-    services: Services, jobs: Sequence[Job], locks: StudyLocks, encoder: SrEncoder
+    services: Services,
+    jobs: Sequence[Job],
+    locks: StudyLocks,
+    encoder: SrEncoder,
+    statements: WritebackStatements | None = None,
 ) -> dict[int, BaseException]:
     """Each job's write-back in turn; {job id: what it raised} for those that did not succeed."""
     errors: dict[int, BaseException] = {}
     for job in jobs:
         try:
-            run_writeback_job(services, job, locks, encoder)
+            run_writeback_job(services, job, locks, encoder, statements)
         except Exception as exc:  # noqa: BLE001 - the runner retries or fails this job
             errors[job.id] = exc
     return errors
 
 
 def run_writeback_job(
-    services: Services, job: Job, locks: StudyLocks | None = None, encoder: SrEncoder | None = None
+    services: Services,
+    job: Job,
+    locks: StudyLocks | None = None,
+    encoder: SrEncoder | None = None,
+    statements: WritebackStatements | None = None,
 ) -> WritebackResult:
     payload = job.payload
     try:
@@ -174,7 +185,7 @@ def run_writeback_job(
     with lock, cluster_lock(services.database, f"writeback:{study_uid}"):
         result = write_back(
             services.config, services.database, study_uid, label_id, withdrawn=withdrawn, actor=services.instance_name,
-            job=job, encoder=encoder,
+            job=job, encoder=encoder, statements=statements,
         )
     if result.forward_jobs:
         services.work_signal.notify(FORWARD)
@@ -221,27 +232,32 @@ def write_back(
     actor: str | None = None,
     job: Job | None = None,
     encoder: SrEncoder | None = None,
+    statements: WritebackStatements | None = None,
 ) -> WritebackResult:
     """Write the labels row `study_label_id` (or its withdrawal) into the study's files, SR and queue forwards.
 
     Given its `job`, completes it in the transaction that records the write-back: when another instance has
     taken the job over (this one stalled past its lease), queue.LeaseLost rolls the record back (issue 8).
-    `encoder` keeps the SR templates between calls (one is made for the call when not given).
+    `encoder` keeps the SR templates between calls and `statements` the compiled SQL (each made for the call
+    when not given).
     """
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc)
     action = ACTION_WITHDRAWN if withdrawn else ACTION_LABELS
     settings = config.writeback
     storage = config.storage.path
+    sql = statements or WritebackStatements.for_dialect(database.engine.dialect)
     with database.connect() as connection:
-        label_row = connection.execute(_LABEL_ROW, {"label_id": study_label_id}).first()
+        connection.begin()  # one read transaction for the statements below, run on its DBAPI cursor
+        cursor = cursor_of(connection)
+        label_row = sql.label_row.one(cursor, {"label_id": study_label_id})
         if label_row is None:
             raise JobFailed(f"labels row {study_label_id} does not exist")
         if label_row.study_instance_uid != study_instance_uid:
             raise JobFailed(f"labels row {study_label_id} belongs to another study")
         stale = _stale_reason(connection, label_row, withdrawn)
-        stored = connection.execute(_STORED_INSTANCES, {"uid": study_instance_uid}).all()
-        previous_sr = _current_sr(connection, study_instance_uid)
+        stored = sql.stored_instances.all(cursor, {"uid": study_instance_uid})
+        previous_sr = _current_sr(sql, cursor, study_instance_uid)
     if stale:
         log.info("writeback study %s labels %d skipped: %s", study_instance_uid, study_label_id, stale)
         return WritebackResult(study_instance_uid, study_label_id, action, skipped=stale)
@@ -267,13 +283,16 @@ def write_back(
     with database.begin() as connection:
         if job is not None:
             queue.complete(connection, job)
+        cursor = cursor_of(connection)
         # The labels may have changed while the files were written: do not record (or forward) a stale state;
         # the newer row's write-back rewrites the files.
-        label_row = connection.execute(_LABEL_ROW, {"label_id": study_label_id}).first()
+        label_row = sql.label_row.one(cursor, {"label_id": study_label_id})
         stale = _stale_reason(connection, label_row, withdrawn) if label_row is not None else "labels row deleted"
-        current_sr = _current_sr(connection, study_instance_uid) if stale else None
+        current_sr = _current_sr(sql, cursor, study_instance_uid) if stale else None
         if not stale:
-            forward_keys = _record_writeback(connection, record, study_label_id, action, files, destinations, actor)
+            forward_keys = _record_writeback(
+                connection, sql, cursor, record, study_label_id, action, files, destinations, actor
+            )
     if stale:
         log.info("writeback study %s labels %d became stale: %s", study_instance_uid, study_label_id, stale)
         if sr_written is not None and (current_sr is None or current_sr.path != sr_written.relative_path):
@@ -316,6 +335,8 @@ class _Files:
 
 def _record_writeback(
     connection: Connection,
+    sql: WritebackStatements,
+    cursor: Any,
     record: LabelRecord,
     study_label_id: int,
     action: str,
@@ -328,11 +349,11 @@ def _record_writeback(
     withdrawn = action == ACTION_WITHDRAWN
     sr_written = files.sr_written
     forward_keys: list[str] = []
-    grown = _record_sizes(connection, files.stored, files.sizes)
+    grown = _record_sizes(sql, cursor, files.stored, files.sizes)
     if sr_written is not None:
-        _record_sr(connection, study_instance_uid, sr_written, grown)
+        _record_sr(sql, cursor, study_instance_uid, sr_written, grown)
     elif grown:
-        connection.execute(_GROW_STUDY, {"uid": study_instance_uid, "delta": grown})
+        sql.grow_study.execute(cursor, {"uid": study_instance_uid, "delta": grown})
     for destination in destinations:
         key = f"{destination}|{study_instance_uid}|{study_label_id}|{action}"
         queue.enqueue(
@@ -347,8 +368,8 @@ def _record_writeback(
             },
         )
         forward_keys.append(key)
-    connection.execute(
-        _INSERT_WRITEBACK,
+    sql.insert_writeback.execute(
+        cursor,
         {
             "study_instance_uid": study_instance_uid,
             "study_label_id": study_label_id,
@@ -364,8 +385,7 @@ def _record_writeback(
             "finished_at": dt.datetime.now(dt.timezone.utc),
         },
     )
-    trail.record(
-        connection,
+    event = trail.AuditEvent(
         f"writeback.{action}",
         trail.SUCCESS,
         actor=actor,
@@ -380,6 +400,7 @@ def _record_writeback(
         + (f"; SR replaces {sr_written.replaced}" if sr_written and sr_written.replaced else "")
         + (f"; forward to {', '.join(map(str, destinations))}" if destinations else ""),
     )
+    sql.audit.record_many(cursor, [event])
     return forward_keys
 
 
@@ -531,47 +552,6 @@ def _evidence(dataset: Dataset, *, full: bool) -> Dataset:
 # --- the SR ---------------------------------------------------------------------------
 
 
-# The statements of every write-back, built once with bind parameters (SQLAlchemy then skips building and
-# cache-keying them on each call, ~0.2 ms of CPU each).
-_LABEL_ROW = sa.select(study_labels).where(study_labels.c.id == sa.bindparam("label_id"))
-_STORED_INSTANCES = (
-    sa.select(instances.c.id, instances.c.sop_instance_uid, instances.c.path, instances.c.size_bytes,
-              instances.c.series_ref)
-    .where(instances.c.study_instance_uid == sa.bindparam("uid"), instances.c.generated.is_(False))
-    .order_by(instances.c.id)
-)
-_CURRENT_SR = (
-    sa.select(instances.c.id, instances.c.sop_instance_uid, instances.c.sop_class_uid, instances.c.path,
-              instances.c.instance_number, series.c.series_instance_uid)
-    .join(series, series.c.id == instances.c.series_ref)
-    .where(instances.c.study_instance_uid == sa.bindparam("uid"), instances.c.generated.is_(True))
-    .order_by(instances.c.id.desc())
-)
-_UPDATE_SIZE = instances.update().where(instances.c.id == sa.bindparam("instance_id")).values(
-    size_bytes=sa.bindparam("size")
-)
-_STUDY_ID = sa.select(studies.c.id).where(studies.c.study_instance_uid == sa.bindparam("uid"))
-_SERIES_ID = sa.select(series.c.id).where(series.c.series_instance_uid == sa.bindparam("uid"))
-_GENERATED_ROWS = sa.select(instances.c.id, instances.c.size_bytes).where(
-    instances.c.study_instance_uid == sa.bindparam("uid"), instances.c.generated.is_(True)
-)
-_GROW_SERIES = series.update().where(series.c.id == sa.bindparam("series_id")).values(
-    total_bytes=series.c.total_bytes + sa.bindparam("delta")
-)
-_GROW_STUDY = studies.update().where(studies.c.study_instance_uid == sa.bindparam("uid")).values(
-    total_bytes=studies.c.total_bytes + sa.bindparam("delta")
-)
-_INSERT_SERIES = series.insert()
-_INSERT_INSTANCE = instances.insert()
-_DELETE_INSTANCES = instances.delete().where(instances.c.id.in_(sa.bindparam("ids", expanding=True)))
-_SET_SR_SERIES = series.update().where(series.c.id == sa.bindparam("series_id")).values(
-    instance_count=1, total_bytes=sa.bindparam("size")
-)
-_CHANGE_STUDY_COUNTS = studies.update().where(studies.c.id == sa.bindparam("study_id")).values(
-    instance_count=studies.c.instance_count + sa.bindparam("count"),
-    total_bytes=studies.c.total_bytes + sa.bindparam("delta"),
-)
-_INSERT_WRITEBACK = writebacks.insert()
 
 
 @dataclass(frozen=True)
@@ -595,10 +575,11 @@ class _WrittenSr:
     stale_file: Path | None
 
 
-def _current_sr(connection: Connection, study_instance_uid: str) -> _PreviousSr | None:
-    row = connection.execute(_CURRENT_SR, {"uid": study_instance_uid}).first()
-    if row is None:
+def _current_sr(sql: WritebackStatements, cursor: Any, study_instance_uid: str) -> _PreviousSr | None:
+    rows = sql.current_sr.all(cursor, {"uid": study_instance_uid})
+    if not rows:
         return None
+    row = rows[0]
     return _PreviousSr(
         row.id, row.sop_instance_uid, row.sop_class_uid, row.series_instance_uid, row.path, row.instance_number or 1
     )
@@ -652,32 +633,35 @@ def _write_sr(
     )
 
 
-def _record_sizes(connection: Connection, stored: Sequence[Any], sizes: Mapping[int, int]) -> int:
+def _record_sizes(sql: WritebackStatements, cursor: Any, stored: Sequence[Any], sizes: Mapping[int, int]) -> int:
     """New file sizes into `instances`, their differences into the series totals (kept as the intake does);
     returns the study's difference (the caller adds it to the study's total)."""
     series_delta: dict[int, int] = defaultdict(int)
     for row in stored:
         if row.id in sizes:
-            connection.execute(_UPDATE_SIZE, {"instance_id": row.id, "size": sizes[row.id]})
+            sql.update_size.execute(cursor, {"instance_id": row.id, "size": sizes[row.id]})
             series_delta[row.series_ref] += sizes[row.id] - row.size_bytes
     for series_id, delta in series_delta.items():
         if delta:
-            connection.execute(_GROW_SERIES, {"series_id": series_id, "delta": delta})
+            sql.grow_series.execute(cursor, {"series_id": series_id, "delta": delta})
     return sum(series_delta.values())
 
 
-def _record_sr(connection: Connection, study_instance_uid: str, written: _WrittenSr, grown: int = 0) -> None:
+def _record_sr(
+    sql: WritebackStatements, cursor: Any, study_instance_uid: str, written: _WrittenSr, grown: int = 0
+) -> None:
     """One `instances` row (generated) for the study's current SR, in the neurolabel SR series (counted in the
     study's totals like any instance, with `grown` bytes of its retagged instances)."""
-    study = connection.execute(_STUDY_ID, {"uid": study_instance_uid}).first()
+    study = sql.study_id.one(cursor, {"uid": study_instance_uid})
     if study is None:
         raise RuntimeError(f"study {study_instance_uid} has instances but no studies row")
-    series_id = connection.execute(_SERIES_ID, {"uid": written.series_instance_uid}).scalar()
+    found = sql.series_id.one(cursor, {"uid": written.series_instance_uid})
+    series_id = found.id if found is not None else None
     new_series = series_id is None
     if new_series:
         # Made with the counts the SR gives it (no update of them below).
-        series_id = connection.execute(
-            _INSERT_SERIES,
+        series_id = sql.insert_series.insert(
+            cursor,
             {
                 "series_instance_uid": written.series_instance_uid,
                 "study_ref": study.id,
@@ -687,12 +671,12 @@ def _record_sr(connection: Connection, study_instance_uid: str, written: _Writte
                 "instance_count": 1,
                 "total_bytes": written.size,
             },
-        ).inserted_primary_key[0]
-    old_rows = connection.execute(_GENERATED_ROWS, {"uid": study_instance_uid}).all()
-    if old_rows:
-        connection.execute(_DELETE_INSTANCES, {"ids": [row.id for row in old_rows]})
-    connection.execute(
-        _INSERT_INSTANCE,
+        )
+    old_rows = sql.generated_rows.all(cursor, {"uid": study_instance_uid})
+    for row in old_rows:
+        sql.delete_instance.execute(cursor, {"instance_id": row.id})
+    sql.insert_instance.execute(
+        cursor,
         {
             "sop_instance_uid": written.sop_instance_uid,
             "sop_class_uid": COMPREHENSIVE_SR_SOP_CLASS,
@@ -707,9 +691,9 @@ def _record_sr(connection: Connection, study_instance_uid: str, written: _Writte
         },
     )
     if not new_series:
-        connection.execute(_SET_SR_SERIES, {"series_id": series_id, "size": written.size})
-    connection.execute(
-        _CHANGE_STUDY_COUNTS,
+        sql.set_sr_series.execute(cursor, {"series_id": series_id, "count": 1, "size": written.size})
+    sql.change_study_counts.execute(
+        cursor,
         {
             "study_id": study.id,
             "count": 1 - len(old_rows),
