@@ -273,6 +273,34 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _prune_heads(args: argparse.Namespace) -> int:
+    import logging
+    import shlex
+    from pathlib import Path
+
+    source = Path(args.source)
+    if not (source / "metadata.json").is_file():
+        raise UsageError(f"not a model version folder (no metadata.json): {source}")
+    if min(args.scoring_reports, args.validation_reports) < 1:
+        raise UsageError("--scoring-reports and --validation-reports must be at least 1")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("neurolabel").setLevel(logging.INFO)
+    from daemon.training.prune import PruneOptions, PruningError, run_pruning
+
+    options = PruneOptions(
+        source=source, version=args.version, heads=args.heads, scoring_reports=args.scoring_reports,
+        scoring_seed=args.scoring_seed, validation_reports=args.validation_reports,
+        validation_seed=args.validation_seed, release=args.release,
+    )
+    try:
+        result = run_pruning(options, command=shlex.join(["neurolabel", *sys.argv[1:]]))
+    except PruningError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"pruned model written to {result.version_dir} ({result.seconds / 60:.1f} min); heads removed "
+          f"{result.removal}; thresholds {result.thresholds}")
+    return EXIT_OK
+
+
 def _classify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -496,6 +524,19 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon.training.options import add_arguments as add_train_arguments
 
     add_train_arguments(train)
+
+    prune = command("prune-heads", _prune_heads, "remove the attention heads that matter least from an exported "
+                    "model and write it as a new version with new thresholds (needs the 'train' extra: onnx)")
+    prune.add_argument("source", metavar="VERSION_DIR", help="version folder to prune, e.g. triton_models/neurolabel_report/1")
+    prune.add_argument("--heads", type=int, required=True, help="attention heads to remove, over all layers")
+    prune.add_argument("--version", required=True, help="version folder to write next to the source")
+    prune.add_argument("--scoring-reports", type=int, default=300, help="generated reports that rank the heads (default 300)")
+    prune.add_argument("--scoring-seed", type=int, default=4242, help="their generator seed (default 4242)")
+    prune.add_argument("--validation-reports", type=int, default=2000,
+                       help="generated reports the thresholds are chosen on (default 2000)")
+    prune.add_argument("--validation-seed", type=int, default=20240602,
+                       help="their generator seed (default 20240602; not the training corpus's)")
+    prune.add_argument("--release", default="", help="release name stored with the model (default: today's date)")
 
     classify = command("classify", _classify, "label a JSONL file of reports (id, text) through Triton, or in-process")
     classify.add_argument("input", metavar="IN.jsonl", help="reports, one JSON object a line with 'id' and 'text'")

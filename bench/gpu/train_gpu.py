@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from daemon.evaluation.metrics import choose_threshold, roc_auc  # noqa: E402
+from daemon.inference.metadata import latest_version_dir  # noqa: E402
 from daemon.inference.windows import ReportTokenizer, WindowSpec, batch_windows, make_windows  # noqa: E402
 from daemon.labels import LABEL_KEYS  # noqa: E402
 from daemon.training.augment import augment  # noqa: E402
@@ -223,7 +224,7 @@ def write_bench_model(folder: Path, encoder_dir: Path, state: dict, result: dict
     (weights / "config.json").write_text(json.dumps(config))
     save_file({k: v.half().contiguous() for k, v in state.items()}, str(weights / "model.safetensors"))
     shutil.copy(encoder_dir / "tokenizer.json", version / "tokenizer.json")
-    shipped = json.loads((REPO_ROOT / "triton_models" / "neurolabel_report" / "1" / "metadata.json").read_text())
+    shipped = json.loads((latest_version_dir(REPO_ROOT / "triton_models" / "neurolabel_report") / "metadata.json").read_text())
     shipped.update(thresholds=result["thresholds"], threshold_rule="f1", window={"max_tokens": 512, "overlap": 64},
                    training={"recipe": result["recipe"], "options": {"encoder_layers": result["recipe"]["layers"]}})
     (version / "metadata.json").write_text(json.dumps(shipped, indent=1))

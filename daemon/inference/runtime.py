@@ -63,7 +63,8 @@ def session_options(intra_op_threads: int, allow_spinning: bool = True) -> ort.S
 
 
 class OnnxReportModel:
-    def __init__(self, version_dir: Path, options: RuntimeOptions = RuntimeOptions()) -> None:
+    def __init__(self, version_dir: Path, options: RuntimeOptions = RuntimeOptions(), graph: bytes | None = None) -> None:
+        """`graph`: a serialized ONNX graph to run instead of the version folder's (e.g. a pruned variant)."""
         self.metadata = ModelMetadata.load(version_dir)
         if options.variant not in self.metadata.onnx_files:
             raise ValueError(f"{version_dir}: no ONNX file for variant {options.variant!r}")
@@ -74,7 +75,7 @@ class OnnxReportModel:
             for name in options.providers
         ]
         self.session = ort.InferenceSession(
-            str(version_dir / self.metadata.onnx_files[options.variant]),
+            graph if graph is not None else str(version_dir / self.metadata.onnx_files[options.variant]),
             sess_options=session_options(options.intra_op_threads, options.allow_spinning),
             providers=providers,
         )

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemon.inference.metadata import latest_version_dir
 from daemon.inference.windows import (
     ReportTokenizer,
     SpecialIds,
@@ -23,7 +24,7 @@ from daemon.inference.windows import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TOKENIZER = REPO_ROOT / "triton_models" / "neurolabel_report" / "1" / "tokenizer.json"
+TOKENIZER = latest_version_dir(REPO_ROOT / "triton_models" / "neurolabel_report") / "tokenizer.json"
 SPECIAL = SpecialIds(cls=101, sep=102, pad=0)
 
 
