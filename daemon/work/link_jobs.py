@@ -30,7 +30,7 @@ from sqlalchemy import Connection
 
 from daemon.audit import trail
 from daemon.config import LinkingConfig
-from daemon.store import queue
+from daemon.store import driver_cache, queue
 from daemon.store.database import Database
 from daemon.store.queue import Job
 from daemon.store.schema import (
@@ -66,7 +66,7 @@ RECHECK_CHUNK = 200
 # Jobs of one kind handled together (one transaction, one commit).
 BATCH_SIZE = 32
 _MODALITY_SEPARATORS = re.compile(r"[\\,/\s]+")
-# Statements run per report, built once (see daemon/work/sidecar.py).
+# Statements run per report, built once and run as driver statements (see daemon/work/sidecar.py).
 _REPORT = sa.select(reports).where(reports.c.id == sa.bindparam("report_id"))
 _STUDY_STATE = sa.select(study_link_states.c.state).where(study_link_states.c.study_instance_uid == sa.bindparam("uid"))
 _UPDATE_REPORT_STATE = (
@@ -78,6 +78,7 @@ _UPDATE_REPORT_STATE = (
     )
 )
 _INSERT_LINK = report_links.insert()
+_INSERT_REPORT_STATE = report_link_states.insert()
 _INSERT_STUDY_STATE = study_link_states.insert().values(
     study_instance_uid=sa.bindparam("uid"), state=sa.bindparam("state"), changed_at=sa.bindparam("changed_at"),
     waiting_since=sa.bindparam("waiting_since"),
@@ -214,7 +215,7 @@ def link_job(
     connection: Connection, settings: LinkingConfig, job: Job, now: dt.datetime, writes: sidecar.BatchWrites
 ) -> Queued:
     report_id = _payload_int(job, "report_id")
-    report = connection.execute(_REPORT, {"report_id": report_id}).first()
+    report = driver_cache.first(connection, _REPORT, {"report_id": report_id})
     if report is None:
         raise JobFailed(f"report {report_id} does not exist")
     if report.state != sidecar.REPORT_ACTIVE:
@@ -278,9 +279,9 @@ def link_report(
             park_report(connection, report.id, decision.reason, now)
             return []
         for uid in decision.study_uids:
-            connection.execute(
-                _INSERT_LINK, {"report_id": report.id, "study_instance_uid": uid, "method": decision.method,
-                               "linked_at": now}
+            driver_cache.execute(
+                connection, _INSERT_LINK, {"report_id": report.id, "study_instance_uid": uid,
+                                           "method": decision.method, "linked_at": now}
             )
             set_study_state(connection, uid, LINKED, now)
         set_report_state(connection, report.id, LINKED, now, reason=decision.reason)
@@ -324,11 +325,12 @@ def candidate_studies(connection: Connection, facts: ReportFacts) -> list[StudyF
     given = (bool(facts.study_instance_uid), bool(facts.accession_number), bool(facts.patient_id))
     if not any(given):
         return []
-    rows = connection.execute(
+    rows = driver_cache.rows(
+        connection,
         _CANDIDATES[given],
         {"report_id": facts.id, "uid": facts.study_instance_uid, "accession": facts.accession_number,
          "patient": facts.patient_id},
-    ).all()
+    )
     return [
         StudyFacts(
             study_instance_uid=row.study_instance_uid,
@@ -387,25 +389,27 @@ def park_report(connection: Connection, report_id: int, reason: str, now: dt.dat
 
 
 def set_report_state(connection: Connection, report_id: int, state: str, now: dt.datetime, *, reason: str) -> None:
-    updated = connection.execute(
-        _UPDATE_REPORT_STATE,
-        {"report": report_id, "new_state": state, "at": now, "why": reason[:200]},
-    ).rowcount
+    updated = driver_cache.execute(
+        connection, _UPDATE_REPORT_STATE, {"report": report_id, "new_state": state, "at": now, "why": reason[:200]}
+    )
     if not updated:
-        connection.execute(
-            report_link_states.insert().values(
-                report_id=report_id, state=state, checked_at=now, changed_at=now, reason=reason[:200]
-            )
+        driver_cache.execute(
+            connection,
+            _INSERT_REPORT_STATE,
+            {"report_id": report_id, "state": state, "checked_at": now, "changed_at": now, "reason": reason[:200]},
         )
 
 
 def set_study_state(connection: Connection, uid: str, state: str, now: dt.datetime) -> None:
     """Record a stable study's linking state; a study already waiting (or unmatched) keeps its state and since."""
-    existing = connection.execute(_STUDY_STATE, {"uid": uid}).scalar()
+    existing = driver_cache.scalar(connection, _STUDY_STATE, {"uid": uid})
     if existing == state or (state == WAITING and existing == UNMATCHED):
         return
     values = {"uid": uid, "state": state, "changed_at": now, "waiting_since": now if state == WAITING else None}
-    connection.execute(_INSERT_STUDY_STATE if existing is None else _UPDATE_STUDY_STATE, values)
+    if existing is None:
+        connection.execute(_INSERT_STUDY_STATE, values)
+    else:
+        driver_cache.execute(connection, _UPDATE_STUDY_STATE, values)
 
 
 # --- the scheduler's pass ------------------------------------------------------------------
