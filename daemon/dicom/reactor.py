@@ -17,7 +17,12 @@ classes and change only how the threads wait and how a P-DATA-TF PDU is read:
 - a P-DATA-TF PDU is read with one recv_into() into a buffer of its length,
   and its presentation data values are handed on as memoryviews, not copies
   (EVT_PDU_RECV and EVT_DATA_RECV are not triggered for P-DATA-TF PDUs);
-- a plain C-STORE response is encoded directly, not through pydicom;
+- a C-STORE request whose command set comes in one fragment is decoded
+  directly (a handful of known elements read with struct), not through
+  pydicom; anything else goes through pynetdicom;
+- a plain C-STORE response is encoded directly, not through pydicom, and
+  sent by the association thread itself on a plain (non-TLS) socket during
+  data transfer, without waking the upper layer to send it;
 - pynetdicom's debug loggers of every PDU and DIMSE message are unbound.
 
 They rely on pynetdicom internals, so `acceptor_server_class()` uses them only
@@ -37,10 +42,12 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from io import BytesIO
 from typing import Any
 
 import pynetdicom
-from pynetdicom import _handlers, evt
+from pynetdicom import _config, _handlers, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
@@ -56,9 +63,12 @@ SUPPORTED_PYNETDICOM = ("3.0.",)
 IDLE_WAIT_SECONDS = 0.05
 _PDU_HEADER = struct.Struct(">BBL")
 _PDV_LENGTH = struct.Struct(">L")
+_PDV_HEADER = struct.Struct(">LB")
 _P_DATA_TF = 0x04
 _A_ASSOCIATE_RQ = 0x01
 _PROTOCOL_VERSION = b"\x00\x01"
+# Data transfer, and awaiting the local A-RELEASE response (PS3.8 9.2): sending P-DATA keeps the state
+_SENDING_DATA = ("Sta6", "Sta8")
 # Idle, or transport connection open and awaiting A-ASSOCIATE-RQ (PS3.8 9.2)
 _AWAITING_REQUEST = ("Sta1", "Sta2")
 _KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
@@ -260,6 +270,27 @@ class EventDrivenDUL(DULServiceProvider):
             except BlockingIOError:
                 pass
 
+    def send_p_data_now(self, context_id: int, value: bytes) -> bool:
+        """From the association thread: send a P-DATA-TF of one value at once, as DT-1 / AR-7 would, when that is
+        safe; False (nothing sent) otherwise, and the caller queues it for this upper layer as usual.
+
+        Safe means: data transfer (Sta6) or a release the peer asked for (Sta8), in both of which sending P-DATA
+        leaves the state unchanged; nothing queued for this layer to send before it; a plain socket (an SSL object
+        must not read and write in two threads at once); no EVT_PDU_SENT handler to call.
+        """
+        connection = self.socket
+        if (
+            connection is None
+            or not isinstance(connection.socket, socket.socket)
+            or isinstance(connection.socket, ssl.SSLSocket)
+            or self.to_provider_queue.queue
+            or self.state_machine.current_state not in _SENDING_DATA
+            or self.assoc.get_handlers(evt.EVT_PDU_SENT)
+        ):
+            return False
+        connection.send(encode_p_data_tf(context_id, value))  # a failure puts Evt17 for this layer, as its own
+        return True
+
     def _abort_now(self) -> None:
         """What pynetdicom does on an internal error: send A-ABORT, bypassing the state machine, and stop."""
         abort = A_ABORT_RQ()
@@ -351,6 +382,11 @@ class EventDrivenDUL(DULServiceProvider):
         return int(self.assoc.acceptor.maximum_length or 0) or MAX_UNLIMITED_P_DATA_BYTES
 
 
+def encode_p_data_tf(context_id: int, value: bytes) -> bytes:
+    """A P-DATA-TF PDU of one presentation data value (`value` starts with its message control header)."""
+    return _PDU_HEADER.pack(_P_DATA_TF, 0, len(value) + 5) + _PDV_HEADER.pack(len(value) + 1, context_id) + value
+
+
 def encode_c_store_response(
     message_id: int, sop_class_uid: str, sop_instance_uid: str, status: int
 ) -> bytes:
@@ -366,9 +402,96 @@ def encode_c_store_response(
     return _command_element(0x0000, struct.pack("<L", len(body))) + body
 
 
+_C_STORE_RQ = 0x0001
 _C_STORE_RSP = 0x8001
 _NO_DATA_SET = 0x0101
 _LAST_COMMAND_FRAGMENT = b"\x03"
+_COMMAND_ELEMENT = struct.Struct("<HHL")
+_US = struct.Struct("<H")
+# The elements a C-STORE-RQ command set may hold (PS3.7 9.3.1.1), implicit VR little endian.
+_GROUP_LENGTH, _SOP_CLASS, _COMMAND_FIELD, _MESSAGE_ID, _PRIORITY, _DATA_SET_TYPE = 0x0000, 0x0002, 0x0100, 0x0110, 0x0700, 0x0800
+_SOP_INSTANCE, _MOVE_ORIGINATOR_AE, _MOVE_ORIGINATOR_ID = 0x1000, 0x1030, 0x1031
+_C_STORE_RQ_ELEMENTS = frozenset((_GROUP_LENGTH, _SOP_CLASS, _COMMAND_FIELD, _MESSAGE_ID, _PRIORITY, _DATA_SET_TYPE,
+                                  _SOP_INSTANCE, _MOVE_ORIGINATOR_AE, _MOVE_ORIGINATOR_ID))
+_US_ELEMENTS = frozenset((_COMMAND_FIELD, _MESSAGE_ID, _PRIORITY, _DATA_SET_TYPE, _MOVE_ORIGINATOR_ID))
+_REQUIRED_ELEMENTS = frozenset((_SOP_CLASS, _COMMAND_FIELD, _MESSAGE_ID, _PRIORITY, _DATA_SET_TYPE, _SOP_INSTANCE))
+
+
+@dataclass(frozen=True)
+class StoreCommand:
+    """The command set of a C-STORE request with a data set."""
+
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    priority: int
+    move_originator_ae: str | None
+    move_originator_id: int | None
+
+
+def parse_c_store_request(command: bytes | memoryview) -> StoreCommand | None:
+    """The command set `command` (implicit VR little endian) if it is a plain C-STORE-RQ with a data set.
+
+    None for anything else (another command, an element a C-STORE-RQ does not have, a multi-valued or oddly
+    sized value, a truncated set): pynetdicom then decodes it as usual.
+    """
+    values: dict[int, bytes] = {}
+    offset, end = 0, len(command)
+    while offset < end:
+        if offset + 8 > end:
+            return None
+        group, element, length = _COMMAND_ELEMENT.unpack_from(command, offset)
+        offset += 8
+        if group != 0x0000 or element not in _C_STORE_RQ_ELEMENTS or element in values or offset + length > end:
+            return None
+        values[element] = bytes(command[offset : offset + length])
+        offset += length
+    if not _REQUIRED_ELEMENTS <= values.keys():
+        return None
+    if any(len(values[element]) != 2 for element in _US_ELEMENTS if element in values):
+        return None
+    number = {element: _US.unpack(values[element])[0] for element in _US_ELEMENTS if element in values}
+    if number[_COMMAND_FIELD] != _C_STORE_RQ or number[_DATA_SET_TYPE] == _NO_DATA_SET:
+        return None
+    # As pydicom decodes them: UIDs without trailing nulls and spaces, an AE title without surrounding spaces.
+    text = {element: values[element] for element in (_SOP_CLASS, _SOP_INSTANCE, _MOVE_ORIGINATOR_AE) if element in values}
+    if any(b"\\" in value or not value.isascii() for value in text.values()):
+        return None  # multi-valued, or not ASCII: pynetdicom decides
+    move_ae = text[_MOVE_ORIGINATOR_AE].decode("ascii").strip() if _MOVE_ORIGINATOR_AE in text else None
+    return StoreCommand(
+        message_id=number[_MESSAGE_ID],
+        sop_class_uid=text[_SOP_CLASS].decode("ascii").rstrip("\0 "),
+        sop_instance_uid=text[_SOP_INSTANCE].decode("ascii").rstrip("\0 "),
+        priority=number[_PRIORITY],
+        move_originator_ae=move_ae or None,
+        move_originator_id=number.get(_MOVE_ORIGINATOR_ID),
+    )
+
+
+class _StoreAssembly:
+    """A C-STORE request being received: its command, its context and the data set fragments so far."""
+
+    __slots__ = ("command", "context_id", "data")
+
+    def __init__(self, command: StoreCommand, context_id: int) -> None:
+        self.command = command
+        self.context_id = context_id
+        self.data = BytesIO()
+
+    def to_primitive(self) -> C_STORE:
+        primitive = C_STORE()
+        command = self.command
+        primitive.MessageID = command.message_id
+        primitive.AffectedSOPClassUID = command.sop_class_uid
+        primitive.AffectedSOPInstanceUID = command.sop_instance_uid
+        primitive.Priority = command.priority
+        if command.move_originator_ae is not None:
+            primitive.MoveOriginatorApplicationEntityTitle = command.move_originator_ae
+        if command.move_originator_id is not None:
+            primitive.MoveOriginatorMessageID = command.move_originator_id
+        primitive.DataSet = self.data
+        primitive._context_id = self.context_id
+        return primitive
 
 
 def _command_element(element: int, value: bytes) -> bytes:
@@ -381,13 +504,59 @@ def _uid_bytes(uid: str) -> bytes:
 
 
 class _DirectResponses(DIMSEServiceProvider):
-    """Sends a plain C-STORE-RSP (no error comment or offending element) from bytes encoded here.
+    """Receives plain C-STORE requests and sends plain C-STORE responses without pydicom.
 
-    pynetdicom builds each response as a pydicom data set and encodes it twice
-    (once for the group length); for a small object that is a sizeable part of
-    the time a C-STORE takes. Anything else, or a response while an
+    pynetdicom decodes each request's command set into a pydicom data set and
+    copies its elements one by one into the primitive, and builds each response
+    as a pydicom data set that it encodes twice (once for the group length);
+    for a small object that is a sizeable part of the time a C-STORE takes.
+    A C-STORE-RQ whose command set arrives in one fragment is parsed here
+    (parse_c_store_request) and its data set fragments collected as pynetdicom
+    would; a plain C-STORE-RSP (no error comment or offending element) is
+    encoded here. Anything else, or anything while an EVT_DIMSE_RECV /
     EVT_DIMSE_SENT handler is bound, goes through pynetdicom.
     """
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        self._store: _StoreAssembly | None = None
+
+    def receive_primitive(self, primitive: P_DATA) -> None:
+        values = primitive.presentation_data_value_list
+        if len(values) > 1:
+            for value in values:  # one at a time: each may start or end a message
+                single = P_DATA()
+                single._presentation_data_value_list = [value]  # type: ignore[assignment]
+                self.receive_primitive(single)
+            return
+        [(context_id, data)] = values
+        store = self._store
+        if store is not None:
+            if data[0] & 1:  # a command fragment inside a data set: what pynetdicom would fail to decode
+                self._store = None
+                log.warning("command fragment inside a C-STORE data set; aborting the association")
+                self.dul.event_queue.put("Evt19")
+                return
+            store.data.write(data[1:])
+            if data[0] & 2:
+                self._store = None
+                try:
+                    request = store.to_primitive()
+                except Exception:  # a value the primitive refuses: what pynetdicom does with an invalid message
+                    log.exception("received an invalid C-STORE request; aborting the association")
+                    self.dul.event_queue.put("Evt19")
+                    return
+                self.msg_queue.put((store.context_id, request))
+            return
+        if self.message is None and data[0] & 3 == 3 and self._fast_path():
+            command = parse_c_store_request(data[1:])
+            if command is not None:
+                self._store = _StoreAssembly(command, context_id)
+                return
+        super().receive_primitive(primitive)
+
+    def _fast_path(self) -> bool:
+        return not _config.STORE_RECV_CHUNKED_DATASET and not self.assoc.get_handlers(evt.EVT_DIMSE_RECV)
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         if (
@@ -403,9 +572,13 @@ class _DirectResponses(DIMSEServiceProvider):
                 primitive.MessageIDBeingRespondedTo, primitive.AffectedSOPClassUID,
                 primitive.AffectedSOPInstanceUID, primitive.Status,
             )
+            fragment = _LAST_COMMAND_FRAGMENT + command
+            dul = self.dul
+            if isinstance(dul, EventDrivenDUL) and dul.send_p_data_now(context_id, fragment):
+                return
             data = P_DATA()
-            data.presentation_data_value_list = [[context_id, _LAST_COMMAND_FRAGMENT + command]]  # type: ignore[list-item]
-            self.dul.send_pdu(data)
+            data.presentation_data_value_list = [[context_id, fragment]]  # type: ignore[list-item]
+            dul.send_pdu(data)
             return
         super().send_msg(primitive, context_id)
 

@@ -36,6 +36,9 @@ STUDY_STABLE_JOB = "study_stable"
 AUDIT_STUDY = "dicom.study"
 # A failed check (database unavailable) is retried after this long.
 RETRY_SECONDS = 5.0
+# While instances keep arriving, arrivals from other threads reach the loop at most once per this long (the first
+# after a pause at once): one loop wake-up per commit cost the receiving threads CPU and the GIL.
+HANDOFF_SECONDS = 0.05
 
 
 class Verdict(enum.Enum):
@@ -138,9 +141,12 @@ class StabilityTracker:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._checking: dict[str, asyncio.Task[None]] = {}
         self._closed = False
-        # Arrivals reported from other threads, handed to the loop in one call however many come meanwhile.
+        # Arrivals reported from other threads, handed to the loop in one call however many come meanwhile; while a
+        # hand-off is pending or was made less than HANDOFF_SECONDS ago, new ones wait for the next.
         self._arrivals: set[str] = set()
         self._arrivals_lock = threading.Lock()
+        self._handoff_pending = False
+        self._next_handoff: asyncio.TimerHandle | None = None
 
     @property
     def pending(self) -> int:
@@ -149,17 +155,27 @@ class StabilityTracker:
     def arrived_threadsafe(self, study_uids: Iterable[str]) -> None:
         """From any thread: these studies just received instances (also notifies `notify_on_arrival` kinds)."""
         with self._arrivals_lock:
-            first = not self._arrivals
             self._arrivals.update(study_uids)
-        if first and not self._loop.is_closed():
+            if self._handoff_pending:
+                return
+            self._handoff_pending = True
+        if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._take_arrivals)
 
     def _take_arrivals(self) -> None:
+        """On the loop: take what arrived; if anything did, look again in HANDOFF_SECONDS (arrivals meanwhile wait
+        for that), else let the next arrival hand off at once."""
+        self._next_handoff = None
         with self._arrivals_lock:
             arrived, self._arrivals = self._arrivals, set()
+            self._handoff_pending = bool(arrived) and not self._closed
+        if not arrived:
+            return
         self.arrived(sorted(arrived))
         for kind in self._notify_on_arrival:
             self._signal.notify(kind)
+        if not self._closed:
+            self._next_handoff = self._loop.call_later(HANDOFF_SECONDS, self._take_arrivals)
 
     def arrived(self, study_uids: list[str], delay: float | None = None) -> None:
         if self._closed:
@@ -181,6 +197,9 @@ class StabilityTracker:
 
     async def close(self) -> None:
         self._closed = True
+        if self._next_handoff is not None:
+            self._next_handoff.cancel()
+            self._next_handoff = None
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()

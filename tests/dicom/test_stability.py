@@ -129,3 +129,18 @@ async def test_tracker_recovers_studies_left_receiving(database: Database) -> No
 def test_check_study_is_one_transaction(database: Database) -> None:
     uid = add_study(database, dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=10))
     assert check_study(database, uid, 5).verdict is Verdict.STABLE
+
+
+async def test_arrivals_from_threads_while_a_hand_off_is_pending_are_not_lost(database: Database) -> None:
+    loop = asyncio.get_running_loop()
+    tracker = StabilityTracker(database, 600, WorkSignal(loop), loop)
+    first, second, third = (add_study(database, dt.datetime.now(dt.timezone.utc)) for _ in range(3))
+    try:
+        await asyncio.to_thread(tracker.arrived_threadsafe, [first])
+        await wait_for(lambda: tracker.pending == 1, timeout=5, what="first arrival")
+        # Within the pause after a hand-off: these wait for the next one, which must still come.
+        await asyncio.to_thread(tracker.arrived_threadsafe, [second])
+        await asyncio.to_thread(tracker.arrived_threadsafe, [third])
+        await wait_for(lambda: tracker.pending == 3, timeout=5, what="arrivals during the pause")
+    finally:
+        await tracker.close()
