@@ -76,9 +76,9 @@ class DriverStatement:
         names = tuple(compiled.positiontup or ()) if positional else tuple(compiled.binds)
         processors = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
         results: tuple[Processor | None, ...] = ()
-        if isinstance(statement, sa.Select):
-            results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
-                            for column in statement.selected_columns)
+        columns = result_columns(statement)
+        if columns is not None:
+            results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
         return cls(str(compiled), names, processors, positional, result_processors=results)
 
     @classmethod
@@ -145,6 +145,15 @@ class DriverStatement:
         if self.new_id_from == "lastrowid":
             return int(cursor.lastrowid)
         return int(cursor.fetchone()[0])
+
+
+def result_columns(statement: sa.Executable) -> Any | None:
+    """The columns of the rows `statement` returns (a SELECT's, or an UPDATE's or DELETE's RETURNING); None if none."""
+    if isinstance(statement, sa.Select):
+        return statement.selected_columns
+    if isinstance(statement, (sa.Update, sa.Delete)) and statement.returning_column_descriptions:
+        return statement.exported_columns
+    return None
 
 
 def cursor_of(connection: Connection) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from daemon.store.driver import DriverStatement, cursor_of
+from daemon.store.driver import DriverStatement, cursor_of, result_columns
 
 _INFO_KEY = "neurolabel.driver_statements"
 
@@ -37,8 +37,8 @@ class _Compiled:
         return {**self.literals, **given} if self.literals else given
 
 
-def rows(connection: Connection, statement: sa.Select[Any], values: Mapping[str, Any]) -> list[Any]:
-    """Every row of the SELECT `statement` for `values`."""
+def rows(connection: Connection, statement: sa.Executable, values: Mapping[str, Any]) -> list[Any]:
+    """Every row of the SELECT (or UPDATE … RETURNING) `statement` for `values`."""
     compiled = _compiled(connection, statement)
     found = compiled.statement.fetchall(cursor_of(connection), compiled.values(values))
     return [compiled.row(*row) for row in found]
@@ -84,8 +84,9 @@ def _compiled(connection: Connection, statement: sa.Executable, keys: Sequence[s
     if found is None:
         driver = DriverStatement.compile(statement, connection.dialect, keys)
         row = None
-        if isinstance(statement, sa.Select):
-            names = [column.key for column in statement.selected_columns]
+        columns = result_columns(statement)
+        if columns is not None:
+            names = [column.key for column in columns]
             row = collections.namedtuple("Row", names, rename=True)  # type: ignore[misc]
         binds = statement.compile(dialect=connection.dialect, column_keys=list(keys) if keys else None).binds
         literals = {

@@ -288,3 +288,63 @@ def test_enqueue_many_skips_active_and_repeated_keys_in_order(database: Database
         queue.complete(connection, job)
         enqueue_many(connection, [("withdraw", "report-1", {"report_id": 1})])  # finished: queued again
     assert queue.depths(database)["withdraw"] == {"done": 1, "pending": 1}
+
+
+def _rows_without_ids(database: Database, kind: str) -> list[dict[str, object]]:
+    """The kind's job rows in id order, timestamps as offsets from the row's claim (they differ between runs)."""
+    with database.connect() as connection:
+        found = connection.execute(sa.select(jobs).where(jobs.c.kind == kind).order_by(jobs.c.id)).all()
+    result = []
+    for row in found:
+        values = row._asdict()
+        values.pop("id")
+        values.pop("kind")
+        for name in ("created_at", "not_before", "claimed_at", "lease_expires_at", "finished_at"):
+            moment = values[name]
+            assert moment is None or moment.utcoffset() == dt.timedelta(0)
+            values[name] = None if moment is None else round((moment - row.created_at).total_seconds())
+        result.append(values)
+    return result
+
+
+def test_driver_claim_and_complete_write_the_rows_sqlalchemy_writes(database: Database) -> None:
+    # One kind: claim's driver statements; two kinds (one of them empty): its SQLAlchemy statements.
+    # Completing in a transaction: driver statement; on a connection outside one: SQLAlchemy's execution.
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    for kind in ("fast", "slow"):
+        for n in range(4):
+            _enqueue(database, kind, f"k{n}", n=n, text="é'%(x)s")
+        with database.begin() as connection:
+            queue.enqueue(connection, kind, "future", {"n": None}, not_before=later)
+    fast = queue.claim(database, ["fast"], "w", limit=3, lease_seconds=30)
+    slow = queue.claim(database, ["slow", "none"], "w", limit=3, lease_seconds=30)
+    assert [(j.key, dict(j.payload), j.attempts, j.claimed_by) for j in fast] == [
+        (j.key, dict(j.payload), j.attempts, j.claimed_by) for j in slow
+    ]
+    assert [j.key for j in fast] == ["k0", "k1", "k2"]
+    [one_fast] = queue.claim(database, ["fast"], "w")
+    [one_slow] = queue.claim(database, ["slow", "none"], "w")
+    assert queue.claim(database, ["fast"], "w") == []
+    with database.begin() as connection:
+        for job in fast[:2] + [one_fast]:
+            queue.complete(connection, job)
+        queue.complete(connection, fast[0])  # twice: harmless
+        queue.complete(connection, fast[2].id)  # unfenced
+    with database.connect() as connection:
+        for job in slow[:2] + [one_slow]:
+            queue.complete(connection, job)
+        queue.complete(connection, slow[0])
+        queue.complete(connection, slow[2].id)
+        connection.commit()
+    assert _rows_without_ids(database, "fast") == _rows_without_ids(database, "slow")
+    # A job taken back by another instance is fenced on both paths.
+    _enqueue(database, "fast", "k9")
+    _enqueue(database, "slow", "k9")
+    [taken_fast] = queue.claim(database, ["fast"], "w")
+    [taken_slow] = queue.claim(database, ["slow", "none"], "w")
+    with database.begin() as connection:
+        connection.execute(jobs.update().where(jobs.c.key == "k9").values(claimed_by="other"))
+    with pytest.raises(queue.LeaseLost), database.begin() as connection:
+        queue.complete(connection, taken_fast)
+    with pytest.raises(queue.LeaseLost), database.connect() as connection:
+        queue.complete(connection, taken_slow)
