@@ -10,6 +10,7 @@ splice safely (big endian, deflated, no Part 10 header) get None and are written
 
 from __future__ import annotations
 
+import struct
 from io import BytesIO
 
 from pydicom.charset import default_encoding
@@ -30,7 +31,7 @@ def splice_group(data: bytes, dataset: Dataset, group: int) -> bytes | None:
     if data[PREAMBLE : PREAMBLE + 4] != b"DICM":
         return None
     try:
-        first, after, implicit = _group_range(BytesIO(data), group)
+        first, after, implicit = _group_range_of(data, group)
     except Exception:  # noqa: BLE001 - whatever the walk cannot read, pydicom's full write handles (or reports)
         return None
     if first is None:
@@ -43,6 +44,80 @@ def splice_group(data: bytes, dataset: Dataset, group: int) -> bytes | None:
         if tag.group == group and tag.element != 0:  # pydicom does not write retired group lengths either
             write_data_element(buffer, dataset.get_item(tag), encodings)
     return b"".join((data[:first], buffer.getvalue(), data[after:]))
+
+
+def _group_range_of(data: bytes, group: int) -> tuple[int | None, int, bool]:
+    """`_group_range` of `data`: walked with struct where every element up to `group` has a defined length (the
+    usual file: pydicom's reader costs ~0.5 ms a file there), else with pydicom's reader."""
+    try:
+        return _walk(data, group)
+    except _CannotWalk:
+        return _group_range(BytesIO(data), group)
+
+
+class _CannotWalk(Exception):
+    """An element `_walk` does not read (undefined length, truncated): `_group_range` reads the file instead."""
+
+
+# Explicit VR little endian: the VRs with two reserved bytes and a 4-byte length (PS3.5 7.1.2).
+_LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"))
+_SHORT_VRS = frozenset((b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN",
+                        b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"))
+_TAG = struct.Struct("<HH")
+_SHORT = struct.Struct("<H")
+_LONG = struct.Struct("<L")
+
+
+def _walk(data: bytes, group: int) -> tuple[int | None, int, bool]:
+    """`_group_range` by reading the tags and lengths of the top-level elements with struct."""
+    end = len(data)
+    position = PREAMBLE + 4
+    syntax = ""
+    while position + 8 <= end:  # the meta group: always explicit VR little endian
+        element_group, element = _TAG.unpack_from(data, position)
+        if element_group != META_GROUP:
+            break
+        position, value_at = _explicit_element(data, position)
+        if (element_group << 16 | element) == TRANSFER_SYNTAX_TAG:
+            syntax = data[value_at:position].rstrip(b"\0 ").decode("ascii")
+    implicit = syntax == ImplicitVRLittleEndian
+    if not syntax or not (implicit or (UID(syntax).is_little_endian and not UID(syntax).is_deflated)):
+        return None, 0, implicit
+    first: int | None = None
+    while position + 8 <= end:
+        element_group = _SHORT.unpack_from(data, position)[0]
+        if element_group > group:
+            return (position if first is None else first), position, implicit
+        if element_group == group and first is None:
+            first = position
+        if implicit:
+            length = _LONG.unpack_from(data, position + 4)[0]
+            if length == 0xFFFFFFFF:
+                raise _CannotWalk
+            position += 8 + length
+        else:
+            position = _explicit_element(data, position)[0]
+        if position > end:
+            raise _CannotWalk
+    if position != end:
+        raise _CannotWalk
+    return (position if first is None else first), position, implicit
+
+
+def _explicit_element(data: bytes, position: int) -> tuple[int, int]:
+    """(where the next element starts, where this one's value starts) for the explicit VR element at `position`."""
+    vr = data[position + 4 : position + 6]
+    if vr in _LONG_VRS:
+        length = _LONG.unpack_from(data, position + 8)[0]
+        value_at = position + 12
+    elif vr not in _SHORT_VRS:  # pydicom has its own ways with unknown VRs
+        raise _CannotWalk
+    else:
+        length = _SHORT.unpack_from(data, position + 6)[0]
+        value_at = position + 8
+    if length == 0xFFFFFFFF:
+        raise _CannotWalk
+    return value_at + length, value_at
 
 
 def _group_range(fp: BytesIO, group: int) -> tuple[int | None, int, bool]:

@@ -72,3 +72,27 @@ def test_a_file_without_part10_header_is_left_to_pydicom() -> None:
     dataset = pydicom.dcmread(io.BytesIO(data))
     assert splice_group(data[132:], dataset, GROUP) is None
     assert splice_group(data[:200], dataset, GROUP) is None
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+@pytest.mark.parametrize("group", [0x0009, GROUP, 0x0029, 0x7FE0, 0xFFFF])
+def test_struct_walk_finds_the_range_pydicom_reads(name: str, group: int) -> None:
+    from daemon.dicom.retag import _CannotWalk, _group_range, _walk
+
+    data = part10(name, other_creator=True)
+    expected = _group_range(io.BytesIO(data), group)
+    try:
+        found = _walk(data, group)
+    except _CannotWalk:  # undefined lengths before the group: pydicom's reader then
+        with pytest.raises(_CannotWalk):
+            _walk(data, 0xFFFF)
+        return
+    assert found == expected or (expected[0] is None and found[0] is None)
+
+
+def test_struct_walk_gives_up_on_a_truncated_file() -> None:
+    from daemon.dicom.retag import _CannotWalk, _walk
+
+    data = part10(SAMPLES[0])
+    with pytest.raises(_CannotWalk):
+        _walk(data[:-3], 0xFFFF)
