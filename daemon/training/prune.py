@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +126,7 @@ def prune_heads(graph: onnx.ModelProto, removal: Removal) -> onnx.ModelProto:
     return pruned
 
 
-def _replace(initializer: onnx.TensorProto, change) -> None:
+def _replace(initializer: onnx.TensorProto, change: Callable[[np.ndarray], np.ndarray]) -> None:
     initializer.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(change(numpy_helper.to_array(initializer))), initializer.name))
 
 
