@@ -25,7 +25,7 @@ from sqlalchemy import Connection
 from daemon.audit import trail
 from daemon.audit.events import classified_event
 from daemon.inference.prediction import Classifier, InferenceUnavailable, Prediction
-from daemon.store import queue
+from daemon.store import driver_cache, queue
 from daemon.store.database import Database
 from daemon.store.queue import Job
 from daemon.store.schema import predictions, reports
@@ -257,20 +257,25 @@ def store_prediction(
     now: dt.datetime,
 ) -> int:
     """Insert the report's prediction unless it already has one from the same model (a job run twice)."""
-    existing = connection.execute(_EXISTING_PREDICTION, {"report_id": report_id, "model": prediction.model}).first()
+    values = {
+        "report_id": report_id,
+        "probabilities": dict(prediction.probabilities),
+        "labels": dict(prediction.labels),
+        "thresholds": dict(thresholds) if thresholds else None,
+        "model": prediction.model,
+        "created_at": now,
+    }
+    if connection.in_transaction():
+        # The classify worker's batch transaction: driver statements (daemon/store/driver_cache.py), the same
+        # rows without SQLAlchemy's per-execution work, for every report.
+        existing = driver_cache.first(connection, _EXISTING_PREDICTION, values)
+        if existing is not None:
+            return int(existing.id)
+        return driver_cache.insert(connection, predictions, values)
+    existing = connection.execute(_EXISTING_PREDICTION, values).first()
     if existing is not None:
         return int(existing.id)
-    result = connection.execute(
-        _INSERT_PREDICTION,
-        {
-            "report_id": report_id,
-            "probabilities": dict(prediction.probabilities),
-            "labels": dict(prediction.labels),
-            "thresholds": dict(thresholds) if thresholds else None,
-            "model": prediction.model,
-            "created_at": now,
-        },
-    )
+    result = connection.execute(_INSERT_PREDICTION, values)
     return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 

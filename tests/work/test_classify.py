@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from daemon.app import Services
+from daemon.store.database import Database
 from daemon.inference.prediction import InferenceUnavailable, ModelInfo, Prediction
 from daemon.labels import LABEL_KEYS
 from daemon.store.schema import audit_events, predictions
@@ -161,3 +162,36 @@ async def test_a_job_run_twice_stores_one_prediction(services: Services) -> None
         assert await worker.run([job]) == {}
     assert len(prediction_rows(services)) == 1
     assert len(classifier.calls) == 2
+
+
+def test_store_prediction_driver_rows_are_sqlalchemys(database: Database) -> None:
+    # In a transaction: driver statements; on a connection outside one: SQLAlchemy's execution.
+    import datetime as dt
+
+    from daemon.work.classify import store_prediction
+
+    now = dt.datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    first, second = add_report(database, accession="A1"), add_report(database, accession="A2")
+    ids = {}
+    for report_id, thresholds in ((first, THRESHOLDS), (second, None)):
+        prediction = Prediction({"mass": 0.25, "bleed": 1e-7}, labels_of(mass=1), "m:1")
+        with database.begin() as connection:
+            ids[report_id, "driver"] = store_prediction(connection, report_id, prediction, thresholds, now)
+            again = store_prediction(connection, report_id, prediction, thresholds, now)
+            assert again == ids[report_id, "driver"]
+        other = Prediction(prediction.probabilities, prediction.labels, "m:2")
+        with database.connect() as connection:
+            ids[report_id, "sqlalchemy"] = store_prediction(connection, report_id, other, thresholds, now)
+            assert store_prediction(connection, report_id, other, thresholds, now) == ids[report_id, "sqlalchemy"]
+            connection.commit()
+    with database.connect() as connection:
+        found = {row.id: row._asdict() for row in connection.execute(sa.select(predictions))}
+    assert len(found) == 4
+    for report_id in (first, second):
+        driver, alchemy = dict(found[ids[report_id, "driver"]]), dict(found[ids[report_id, "sqlalchemy"]])
+        assert (driver.pop("model"), alchemy.pop("model")) == ("m:1", "m:2")
+        driver.pop("id"), alchemy.pop("id")
+        assert driver == alchemy and driver["created_at"] == now
+    with database.connect() as connection:
+        raw = connection.execute(sa.text("SELECT thresholds FROM predictions ORDER BY id")).scalars().all()
+    assert raw[0] == raw[1] and raw[2] == raw[3]  # as stored: no thresholds written alike (JSON null) by both
