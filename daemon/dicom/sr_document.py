@@ -41,12 +41,15 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element
+from pydicom.filewriter import write_data_element, writers
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 from pydicom.valuerep import DA, DT, TM
 
 ITEM = b"\xfe\xff\x00\xe0"
+# The VRs `encode_element` writes itself: 2-byte explicit length, value written without the character set.
+_PLAIN_VRS = frozenset(("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "SL", "SS", "TM", "UI", "UL", "US"))
+_SHORT_HEADER = struct.Struct("<HH2sH")
 CONTRIBUTING_EQUIPMENT_SEQUENCE = Tag(0x0018, 0xA001)
 CONTRIBUTION_DATETIME = Tag(0x0018, 0xA002)
 MEDIA_STORAGE_SOP_INSTANCE_UID = Tag(0x0002, 0x0003)
@@ -364,6 +367,22 @@ def _item_body(item: Dataset, encodings: list[str]) -> bytes:
 
 def encode_element(element: DataElement, encodings: list[str]) -> bytes:
     """`element` as pydicom writes it in explicit VR little endian with `encodings`."""
+    vr = element.VR
+    if vr in _PLAIN_VRS and not element.is_raw and not element.is_buffered:
+        # A value written without the character set, 2-byte length: pydicom's writer for the VR into one buffer,
+        # and the header `write_data_element` puts before it (which costs more than the value here).
+        value = DicomBytesIO()
+        value.is_little_endian = True
+        value.is_implicit_VR = False
+        if not element.is_empty:
+            write, parameter = writers[vr]
+            if parameter is not None:
+                write(value, element, parameter)
+            else:
+                write(value, element)
+        data = value.getvalue()
+        if len(data) <= 0xFFFF and not element.is_undefined_length:
+            return _SHORT_HEADER.pack(element.tag >> 16, element.tag & 0xFFFF, vr.encode("ascii"), len(data)) + data
     buffer = DicomBytesIO()
     buffer.is_little_endian = True
     buffer.is_implicit_VR = False

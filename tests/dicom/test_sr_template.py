@@ -263,3 +263,26 @@ def both_builds(evidence: list[Dataset]) -> tuple[bytes, bytes]:
 def test_a_study_needs_evidence() -> None:
     with pytest.raises(ValueError):
         frozen_encoder().encode(make_record("1.2.3"), [], sr_identity("1.2.3", 1))
+
+
+PLAIN_ELEMENTS = [
+    ("UI", "1.2.345"), ("UI", "1.2.34"), ("UI", ""), ("DA", "20240601"), ("DA", dt.date(2024, 6, 1)),
+    ("TM", "083000.123456"), ("DT", dt.datetime(2024, 6, 1, 8, 30, tzinfo=dt.timezone.utc)),
+    ("CS", ["ORIGINAL", "PRIMARY"]), ("DS", "0.5"), ("DS", None), ("IS", 3), ("US", [1, 2, 3]), ("FD", 0.25),
+    ("AT", 0x00100010), ("AE", "NEUROLABEL"),
+]
+
+
+@pytest.mark.parametrize(("vr", "value"), PLAIN_ELEMENTS)
+def test_plain_elements_encode_as_pydicom_writes_them(vr: str, value: object) -> None:
+    from pydicom.dataelem import DataElement
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_data_element
+
+    from daemon.dicom.sr_document import encode_element
+
+    element = DataElement(0x00091001, vr, value)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_data_element(buffer, element, ["iso8859"])
+    assert encode_element(element, ["iso8859"]) == buffer.getvalue()
