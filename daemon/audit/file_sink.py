@@ -31,6 +31,9 @@ log = logging.getLogger("neurolabel.audit")
 # Identifier keys that may name a person; never written to the file.
 SETTLE_SECONDS = 10.0
 PERSONAL_KEYS = frozenset({"patient_id", "patient_name", "issuer_of_patient_id", "birth_date", "text", "report_text"})
+# json.dumps(entry, default=str, ensure_ascii=False), without building an encoder for every line (json.dumps
+# does when given options); the encoder keeps no state between calls.
+_LINE_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
 def file_entry(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,7 +89,7 @@ class AuditFile:
             self._rotate_if_needed()
             with self.path.open("a", encoding="utf-8") as handle:
                 for row in rows:
-                    handle.write(json.dumps(file_entry(row), default=str, ensure_ascii=False) + "\n")
+                    handle.write(_LINE_ENCODER.encode(file_entry(row)) + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
             self._write_watermark(int(rows[-1]["id"]))
