@@ -86,7 +86,8 @@ def test_least_important_takes_the_smallest_scores_grouped_by_layer() -> None:
 def test_shipped_graphs_lost_the_heads_their_metadata_names() -> None:
     version_dir = latest_version_dir(MODEL_DIR)
     metadata = ModelMetadata.load(version_dir)
-    removed = {int(layer): heads for layer, heads in metadata.training["pruning"]["removed_heads"].items()}
+    pruning = metadata.training.get("pruning", {})  # an unpruned model keeps all 12 heads of every layer
+    removed = {int(layer): heads for layer, heads in pruning.get("removed_heads", {}).items()}
     for file_name in metadata.onnx_files.values():  # the int8 CPU graph (QAttention) and the fp16 GPU graph (Attention)
         layers = attention_layers(onnx.load(str(version_dir / file_name)))
         assert [layer.heads for layer in layers] == [12 - len(removed.get(index, [])) for index in range(len(layers))]
