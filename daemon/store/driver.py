@@ -11,6 +11,7 @@ the caller's transaction (same DBAPI connection); errors are the driver's own ex
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import operator
@@ -154,6 +155,14 @@ def result_columns(statement: sa.Executable) -> Any | None:
     if isinstance(statement, (sa.Update, sa.Delete)) and statement.returning_column_descriptions:
         return statement.exported_columns
     return None
+
+
+def row_type(statement: sa.Executable, name: str = "Row") -> Any | None:
+    """A named tuple type for the rows of `statement`, with its result columns' keys; None if it returns none."""
+    columns = result_columns(statement)
+    if columns is None:
+        return None
+    return collections.namedtuple(name, [column.key for column in columns], rename=True)  # type: ignore[misc]
 
 
 def cursor_of(connection: Connection) -> Any:

@@ -13,7 +13,6 @@ Call these inside a transaction (`Database.begin()`): the DBAPI cursor does not 
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from daemon.store.driver import DriverStatement, cursor_of, result_columns
+from daemon.store.driver import DriverStatement, cursor_of, row_type
 
 _INFO_KEY = "neurolabel.driver_statements"
 
@@ -83,11 +82,7 @@ def _compiled(connection: Connection, statement: sa.Executable, keys: Sequence[s
     found = cache.get(key)
     if found is None:
         driver = DriverStatement.compile(statement, connection.dialect, keys)
-        row = None
-        columns = result_columns(statement)
-        if columns is not None:
-            names = [column.key for column in columns]
-            row = collections.namedtuple("Row", names, rename=True)  # type: ignore[misc]
+        row = row_type(statement)
         binds = statement.compile(dialect=connection.dialect, column_keys=list(keys) if keys else None).binds
         literals = {
             name: bind.effective_value for name, bind in binds.items() if name in driver.keys and not bind.required

@@ -130,9 +130,8 @@ def _replace(initializer: onnx.TensorProto, change: Callable[[np.ndarray], np.nd
     initializer.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(change(numpy_helper.to_array(initializer))), initializer.name))
 
 
-def head_importance(version_dir: Path, texts: Sequence[str]) -> dict[tuple[int, int], float]:
-    """For each (layer, head) of the CPU graph: mean squared change of the report logits without it."""
-    graph = onnx.load(str(version_dir / ModelMetadata.load(version_dir).onnx_files["cpu"]))
+def head_importance(version_dir: Path, graph: onnx.ModelProto, texts: Sequence[str]) -> dict[tuple[int, int], float]:
+    """For each (layer, head) of `graph` (the version's CPU graph): mean squared change of the report logits without it."""
     options = RuntimeOptions(intra_op_threads=1, allow_spinning=False)
     reference = OnnxReportModel(version_dir, options, graph=graph.SerializeToString()).logits(texts)
     scores: dict[tuple[int, int], float] = {}
@@ -183,18 +182,20 @@ def run_pruning(options: PruneOptions, command: str = "") -> PruneResult:
     target = model_dir / options.version
     if target.resolve() == options.source.resolve():
         raise PruningError("the pruned model needs a version other than its source's")
-    total = sum(layer.heads for layer in attention_layers(onnx.load(str(options.source / source.onnx_files["cpu"]))))
+    cpu_graph = onnx.load(str(options.source / source.onnx_files["cpu"]))
+    total = sum(layer.heads for layer in attention_layers(cpu_graph))
     if not 0 < options.heads < total:
         raise PruningError(f"--heads must be between 1 and {total - 1}")
     scoring = [r.text for r in generate_corpus(options.scoring_reports, options.scoring_seed)]
-    scores = head_importance(options.source, scoring)
+    scores = head_importance(options.source, cpu_graph, scoring)
     removal = least_important(scores, options.heads)
     log.info("removing heads %s", removal)
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    for file_name in source.onnx_files.values():
-        onnx.save(prune_heads(onnx.load(str(options.source / file_name)), removal), str(target / file_name))
+    for variant, file_name in source.onnx_files.items():
+        graph = cpu_graph if variant == "cpu" else onnx.load(str(options.source / file_name))
+        onnx.save(prune_heads(graph, removal), str(target / file_name))
     kept = total - options.heads
     metadata = dataclasses.replace(
         source,

@@ -11,7 +11,6 @@ PostgreSQL). Rows come back as named tuples with the selected columns' keys.
 
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from daemon.audit.trail import DriverAudit
-from daemon.store.driver import DriverStatement
+from daemon.store.driver import DriverStatement, row_type
 from daemon.store.schema import instances, series, studies, study_labels, writebacks
 
 LABEL_ROW = sa.select(study_labels).where(study_labels.c.id == sa.bindparam("label_id"))
@@ -76,8 +75,7 @@ class Query:
 
     @classmethod
     def compile(cls, select: sa.Select[Any], dialect: Dialect, name: str) -> Query:
-        keys = [column.key for column in select.selected_columns]
-        return cls(DriverStatement.compile(select, dialect), collections.namedtuple(name, keys))  # type: ignore[misc]
+        return cls(DriverStatement.compile(select, dialect), row_type(select, name))
 
     def one(self, cursor: Any, values: dict[str, Any]) -> Any | None:
         found = self.statement.fetchone(cursor, values)
