@@ -17,6 +17,11 @@ offsets inside the block (docs/dicom-labels.md has the table):
 
 Implicit VR files lose the value representations, so the reader decodes
 elements that come back as UN with the VRs of this map.
+
+`encode_new_block` gives the bytes pydicom writes for a new block in a file
+without group 0x0011 (a study's first write-back), without building it in a
+dataset; daemon/dicom/retag.py inserts them (tests/dicom/test_retag.py
+compares the file with pydicom's).
 """
 
 from __future__ import annotations
@@ -45,6 +50,11 @@ MODEL_VERSION = 0x06
 ACCESSION_NUMBER = 0x07
 LABELLED_AT = 0x08
 STATUS = 0x09
+
+# The block's slot in a group without other private creators: creator at (0011,0010), elements at (0011,10xx).
+FIRST_BLOCK = 0x10
+_EXPLICIT_HEADER = struct.Struct("<HH2sH")  # little endian; every VR of the block has a 2-byte length
+_IMPLICIT_HEADER = struct.Struct("<HHI")
 
 STATUS_ACTIVE = "ACTIVE"
 STATUS_WITHDRAWN = "WITHDRAWN"
@@ -112,30 +122,64 @@ def parse_dt(text: str) -> dt.datetime:
 def apply_label_tags(dataset: Dataset, record: LabelRecord) -> None:
     """Write (or replace) the NEUROLABEL block with the labels of `record`."""
     block = _fresh_block(dataset)
-    name, version = split_model(record.model)
-    block.add_new(VERSION, "LO", TAG_MAP_VERSION)
-    block.add_new(LABEL_KEYS_ELEMENT, "LO", list(LABEL_KEYS))
-    block.add_new(LABEL_BITS, "US", [int(record.labels[key]) for key in LABEL_KEYS])
-    block.add_new(PROBABILITIES, "FD", [float(record.probabilities[key]) for key in LABEL_KEYS])
-    block.add_new(MODEL_NAME, "LO", name)
-    block.add_new(MODEL_VERSION, "LO", version)
-    if record.accession_number:
-        block.add_new(ACCESSION_NUMBER, "LO", record.accession_number)
-    block.add_new(LABELLED_AT, "DT", format_dt(record.labelled_at))
-    block.add_new(STATUS, "CS", STATUS_ACTIVE)
+    for offset, vr, value in block_values(record):
+        block.add_new(offset, vr, value)
 
 
 def apply_withdrawn_tags(dataset: Dataset, record: LabelRecord, withdrawn_at: dt.datetime) -> None:
     """Replace the block with a WITHDRAWN marker: no label bits or probabilities, the withdrawn model kept."""
     block = _fresh_block(dataset)
+    for offset, vr, value in block_values(record, withdrawn_at):
+        block.add_new(offset, vr, value)
+
+
+def block_values(record: LabelRecord, withdrawn_at: dt.datetime | None = None) -> list[tuple[int, str, object]]:
+    """(offset, VR, value) of each element of the block for `record`, or of its WITHDRAWN marker, in order."""
     name, version = split_model(record.model)
-    block.add_new(VERSION, "LO", TAG_MAP_VERSION)
-    block.add_new(MODEL_NAME, "LO", name)
-    block.add_new(MODEL_VERSION, "LO", version)
+    values: list[tuple[int, str, object]] = [(VERSION, "LO", TAG_MAP_VERSION)]
+    if withdrawn_at is None:
+        values += [
+            (LABEL_KEYS_ELEMENT, "LO", list(LABEL_KEYS)),
+            (LABEL_BITS, "US", [int(record.labels[key]) for key in LABEL_KEYS]),
+            (PROBABILITIES, "FD", [float(record.probabilities[key]) for key in LABEL_KEYS]),
+        ]
+    values += [(MODEL_NAME, "LO", name), (MODEL_VERSION, "LO", version)]
     if record.accession_number:
-        block.add_new(ACCESSION_NUMBER, "LO", record.accession_number)
-    block.add_new(LABELLED_AT, "DT", format_dt(withdrawn_at))
-    block.add_new(STATUS, "CS", STATUS_WITHDRAWN)
+        values.append((ACCESSION_NUMBER, "LO", record.accession_number))
+    values += [
+        (LABELLED_AT, "DT", format_dt(record.labelled_at if withdrawn_at is None else withdrawn_at)),
+        (STATUS, "CS", STATUS_ACTIVE if withdrawn_at is None else STATUS_WITHDRAWN),
+    ]
+    return values
+
+
+def encode_new_block(record: LabelRecord, withdrawn_at: dt.datetime | None, implicit: bool) -> bytes | None:
+    """The block's elements as pydicom writes them (little endian; `implicit` VR or explicit) after
+    `apply_label_tags` (or `apply_withdrawn_tags`) on a dataset without any element of group 0x0011: the
+    creator in the block's first slot (0011,0010), its elements at (0011,10xx). None when a text value is not
+    printable ASCII (its bytes then depend on the character set): pydicom's writer then."""
+    elements = [(0x0010, "LO", PRIVATE_CREATOR)] + [
+        (FIRST_BLOCK << 8 | offset, vr, value) for offset, vr, value in block_values(record, withdrawn_at)
+    ]
+    parts: list[bytes] = []
+    for element, vr, value in elements:
+        if vr == "US":
+            data = struct.pack(f"<{len(value)}H", *value)  # type: ignore[arg-type]
+        elif vr == "FD":
+            data = struct.pack(f"<{len(value)}d", *value)  # type: ignore[arg-type]
+        else:
+            text = "\\".join(value) if isinstance(value, list) else str(value)
+            if not (text.isascii() and text.isprintable()):
+                return None
+            data = text.encode("ascii")
+            if len(data) % 2:
+                data += b" "
+        if implicit:
+            parts.append(_IMPLICIT_HEADER.pack(GROUP, element, len(data)))
+        else:
+            parts.append(_EXPLICIT_HEADER.pack(GROUP, element, vr.encode("ascii"), len(data)))
+        parts.append(data)
+    return b"".join(parts)
 
 
 def remove_label_tags(dataset: Dataset) -> bool:

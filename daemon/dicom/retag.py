@@ -6,11 +6,14 @@ elements of the original bytes up to the private group with pydicom's own elemen
 the changed dataset, between the bytes before and after it. The result is what pydicom's `save_as` writes
 for files without retired group length elements (tests/dicom/test_retag.py compares them); files it cannot
 splice safely (big endian, deflated, no Part 10 header) get None and are written by pydicom as before.
+`insert_group` puts already encoded elements where a group absent from the file goes (a first write-back:
+daemon/dicom/private_tags.py encodes the block without pydicom).
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from io import BytesIO
 
 from pydicom.charset import default_encoding
@@ -46,6 +49,22 @@ def splice_group(data: bytes, dataset: Dataset, group: int) -> bytes | None:
     for tag in tags:
         write_data_element(buffer, dataset.get_item(tag), encodings)
     return b"".join((data[:first], buffer.getvalue(), data[after:]))
+
+
+def insert_group(data: bytes, group: int, encode: Callable[[bool], bytes | None]) -> bytes | None:
+    """`data` with the elements `encode(implicit VR?)` gives put where `group` goes, when the file has no element
+    of `group` yet (a first write-back: nothing to decode or keep there); None when it has, when it cannot be
+    spliced, or when `encode` gives None."""
+    if data[PREAMBLE : PREAMBLE + 4] != b"DICM":
+        return None
+    try:
+        first, after, implicit = _group_range_of(data, group)
+    except Exception:  # noqa: BLE001 - as splice_group: pydicom's reader and writer then
+        return None
+    if first is None or first != after:
+        return None
+    encoded = encode(implicit)
+    return None if encoded is None else b"".join((data[:first], encoded, data[first:]))
 
 
 def _group_range_of(data: bytes, group: int) -> tuple[int | None, int, bool]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import io
 import logging
 import os
@@ -49,8 +50,15 @@ from sqlalchemy import Connection
 from daemon.audit import trail
 from daemon.config import AeAddress, Config, parse_ae_address
 from daemon.dicom.forward import ForwardError, SendOutcome, send_groups
-from daemon.dicom.private_tags import GROUP, apply_label_tags, apply_withdrawn_tags, as_utc, carries_labels
-from daemon.dicom.retag import splice_group
+from daemon.dicom.private_tags import (
+    GROUP,
+    apply_label_tags,
+    apply_withdrawn_tags,
+    as_utc,
+    carries_labels,
+    encode_new_block,
+)
+from daemon.dicom.retag import insert_group, splice_group
 from daemon.dicom.sr import COMPREHENSIVE_SR_SOP_CLASS, SERIES_DESCRIPTION, SR_SERIES_NUMBER, sr_identity
 from daemon.dicom.sr_template import SrEncoder
 from daemon.dicom.storage import sync_directories, sync_directory
@@ -451,7 +459,15 @@ def _tag_instances(
             continue
         original = path.read_bytes()
         dataset = pydicom.dcmread(io.BytesIO(original))
-        if carries_labels(dataset, record, withdrawn_at=withdrawn_at):
+        # A file without the block's group (its first write-back): the block encoded directly and inserted, the
+        # bytes pydicom's apply and splice below write (tests/dicom/test_retag.py compares them).
+        fresh = insert_group(original, GROUP, functools.partial(encode_new_block, record, withdrawn_at))
+        if fresh is not None:
+            atomic_write(path, fresh, sync_folder=False)
+            sizes[row.id] = len(fresh)
+            renamed_in.add(path.parent)
+            tagged += 1
+        elif carries_labels(dataset, record, withdrawn_at=withdrawn_at):
             unchanged += 1
         else:
             if withdrawn_at is not None:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import io
 
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from daemon.dicom.private_tags import GROUP, apply_label_tags, apply_withdrawn_tags, read_label_block, read_label_tags
-from daemon.dicom.retag import splice_group
+from daemon.dicom.private_tags import (
+    GROUP,
+    apply_label_tags,
+    apply_withdrawn_tags,
+    encode_new_block,
+    read_label_block,
+    read_label_tags,
+)
+from daemon.dicom.retag import insert_group, splice_group
 from tests.dicom.test_private_tags import SAMPLES, make_record
 
 UNSPLICED = {"MR_small_bigendian.dcm", "image_dfl.dcm"}  # big endian, deflated: written by pydicom instead
@@ -96,3 +105,50 @@ def test_struct_walk_gives_up_on_a_truncated_file() -> None:
     data = part10(SAMPLES[0])
     with pytest.raises(_CannotWalk):
         _walk(data[:-3], 0xFFFF)
+
+
+def _records() -> list[tuple[object, dt.datetime | None]]:
+    at = dt.datetime(2024, 6, 1, 8, 0, 1, 5, tzinfo=dt.timezone.utc)
+    return [
+        (make_record("1.2.3", seed=1, accession="ACC-1"), None),  # odd accession length: padded
+        (make_record("1.2.3", seed=2, accession=None), None),
+        (make_record("1.2.3", seed=5, accession="A\\B2"), None),  # a backslash: two values to pydicom
+        (dataclasses.replace(make_record("1.2.3", seed=4), model="neurolabel_report"), None),  # no version
+        (make_record("1.2.3", seed=3), at),  # withdrawn
+    ]
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+@pytest.mark.parametrize("case", range(5))
+def test_new_block_inserted_as_pydicom_writes_it(name: str, case: int) -> None:
+    record, withdrawn_at = _records()[case]
+    data = part10(name)
+    inserted = insert_group(data, GROUP, functools.partial(encode_new_block, record, withdrawn_at))
+    has_group = any(tag.group == GROUP for tag in pydicom.dcmread(io.BytesIO(data)).keys())  # CT_small's vendor's
+    if name in UNSPLICED or has_group:
+        assert inserted is None
+        return
+
+    def change(dataset: pydicom.Dataset) -> None:
+        if withdrawn_at is None:
+            apply_label_tags(dataset, record)  # type: ignore[arg-type]
+        else:
+            apply_withdrawn_tags(dataset, record, withdrawn_at)  # type: ignore[arg-type]
+
+    _, expected = pydicom_rewrite(data, change)
+    assert inserted == expected
+
+
+@pytest.mark.parametrize("variant", ["other_creator", "relabel"])
+def test_new_block_only_where_the_group_is_empty(variant: str) -> None:
+    data = part10("MR_small.dcm", other_creator=variant == "other_creator", labelled=variant == "relabel")
+    encode = functools.partial(encode_new_block, make_record("1.2.3"), None)
+    assert insert_group(data, GROUP, encode) is None
+    assert insert_group(data[132:], GROUP, encode) is None  # no Part 10 header
+
+
+def test_new_block_leaves_text_beyond_ascii_to_pydicom() -> None:
+    record = make_record("1.2.3", accession="ACC-\u00e9")
+    assert encode_new_block(record, None, implicit=False) is None
+    assert encode_new_block(make_record("1.2.3", accession="ACC\t1"), None, implicit=True) is None
+    assert encode_new_block(make_record("1.2.3"), None, implicit=True) is not None
