@@ -30,14 +30,14 @@ import collections
 import datetime as dt
 import struct
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import highdicom as hd
 from highdicom import _standard_utils
 from highdicom.sr.utils import collect_evidence
 from highdicom.valuerep import check_person_name
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -89,7 +89,7 @@ class DocumentTemplate:
     character set), and highdicom's processing-equipment item around its contribution time."""
 
     encodings: list[str]
-    constant: Mapping[BaseTag, bytes]
+    constant: Mapping[int, bytes]  # by tag as a plain int (BaseTag compares in Python: slow to sort)
     specific_character_set: object
     file_meta_before: bytes  # the file meta elements before Media Storage SOP Instance UID (group length aside)
     file_meta_after: bytes
@@ -139,7 +139,7 @@ class DocumentParts:
 def make_template(document: hd.sr.ComprehensiveSR, encodings: list[str]) -> DocumentTemplate:
     """The template of `document` (a label SR built by `label_document` for a placeholder study)."""
     constant = {
-        element.tag: encode_element(element, encodings)
+        int(element.tag): encode_element(element, encodings)
         for element in document
         if element.tag not in _PER_STUDY and not (element.tag.element == 0 and element.tag.group > 6)
     }
@@ -182,13 +182,14 @@ def encode_document(
 ) -> bytes:
     """The Part 10 bytes of the label SR around the encoded root Content Sequence value `content`."""
     first = evidence[0]
-    elements: dict[BaseTag, DataElement | bytes] = dict(template.constant)
+    # Keyed by the tag as a plain int: sorting and looking up BaseTags runs their comparisons in Python.
+    elements: dict[int, DataElement | bytes] = dict(template.constant)
     elements.update(_base_elements(first, series_instance_uid, sop_instance_uid, instance_number, clock()))
     study_uid = str(first.StudyInstanceUID)
     references = Dataset()
     packed = _evidence_of_one_study(evidence, study_uid)
     if packed is not None:
-        elements[CURRENT_EVIDENCE_SEQUENCE] = packed
+        elements[int(CURRENT_EVIDENCE_SEQUENCE)] = packed
     else:
         no_references = Dataset()  # the content references no instance (collect_evidence checks evidence against it)
         no_references.ContentSequence = []
@@ -200,24 +201,24 @@ def encode_document(
     if previous_versions:
         references.PredecessorDocumentsSequence = _predecessors(previous_versions)
     for element in references:
-        elements[element.tag] = element
+        elements[int(element.tag)] = element
     for tag in parts.copied_tags(str(first.SOPClassUID)):
         if tag in first:
-            elements[tag] = first[tag]
+            elements[int(tag)] = first[tag]
     acquisition = parts.acquisition_item(first, template.encodings)
     before, after = template.highdicom_item
     contributed_at = encode_element(DataElement(CONTRIBUTION_DATETIME, "DT", DT(clock())), template.encodings)
     contributed = before + contributed_at + after
-    elements[CONTRIBUTING_EQUIPMENT_SEQUENCE] = _sequence(
+    elements[int(CONTRIBUTING_EQUIPMENT_SEQUENCE)] = _sequence(
         CONTRIBUTING_EQUIPMENT_SEQUENCE, [*([acquisition] if acquisition is not None else []), contributed]
     )
-    current = elements.get(ACCESSION_NUMBER)
+    current = elements.get(int(ACCESSION_NUMBER))
     if accession_number and not (isinstance(current, DataElement) and current.value):
-        elements[ACCESSION_NUMBER] = DataElement(ACCESSION_NUMBER, "SH", accession_number)
-    elements[Tag(0x0040, 0xA730)] = _sequence_header(Tag(0x0040, 0xA730), len(content)) + content
+        elements[int(ACCESSION_NUMBER)] = DataElement(ACCESSION_NUMBER, "SH", accession_number)
+    elements[0x0040A730] = _sequence_header(Tag(0x0040, 0xA730), len(content)) + content
     body = b"".join(
         value if isinstance(value, bytes) else encode_element(value, template.encodings)
-        for _, value in sorted(elements.items())
+        for _, value in sorted(elements.items(), key=_first)
     )
     return _preamble_and_meta(template, sop_instance_uid) + body
 
@@ -227,36 +228,53 @@ def encode_document(
 
 def _base_elements(
     first: Dataset, series_instance_uid: str, sop_instance_uid: str, instance_number: int, now: dt.datetime
-) -> Iterable[tuple[BaseTag, DataElement]]:
-    """What highdicom's SOPClass constructor sets from its study-dependent arguments, with its checks."""
-    dataset = Dataset()
-    dataset.PatientID = first.PatientID
+) -> list[tuple[int, DataElement]]:
+    """What highdicom's SOPClass constructor sets from its study-dependent arguments, with its checks; as
+    (tag, element), each element the one `Dataset.__setattr__` makes (its keyword's tag and dictionary VR)."""
     patient_name = first.PatientName
     if patient_name is not None:
         try:
             check_person_name(patient_name)
         except ValueError:
             pass  # highdicom only warns
-    dataset.PatientName = patient_name
-    dataset.PatientBirthDate = DA(first.PatientBirthDate)
     sex = first.PatientSex
     if sex is not None and sex != "":
         sex = hd.PatientSexValues(sex).value
-    dataset.PatientSex = sex
-    dataset.StudyInstanceUID = str(first.StudyInstanceUID)
-    dataset.AccessionNumber = first.AccessionNumber
-    dataset.StudyID = first.StudyID
-    dataset.StudyDate = DA(first.StudyDate) if first.StudyDate is not None else None
-    dataset.StudyTime = TM(first.StudyTime) if first.StudyTime is not None else None
-    dataset.ReferringPhysicianName = getattr(first, "ReferringPhysicianName", None)
-    dataset.SeriesInstanceUID = str(series_instance_uid)
-    dataset.SOPInstanceUID = str(sop_instance_uid)
-    dataset.InstanceNumber = instance_number
-    dataset.InstanceCreationDate = DA(now.date())
-    dataset.InstanceCreationTime = TM(now.time())
-    dataset.ContentDate = DA(now.date())
-    dataset.ContentTime = TM(now.time())
-    return [(element.tag, element) for element in dataset]
+    values = (
+        first.PatientID,
+        patient_name,
+        DA(first.PatientBirthDate),
+        sex,
+        str(first.StudyInstanceUID),
+        first.AccessionNumber,
+        first.StudyID,
+        DA(first.StudyDate) if first.StudyDate is not None else None,
+        TM(first.StudyTime) if first.StudyTime is not None else None,
+        getattr(first, "ReferringPhysicianName", None),
+        str(series_instance_uid),
+        str(sop_instance_uid),
+        instance_number,
+        DA(now.date()),
+        TM(now.time()),
+        DA(now.date()),
+        TM(now.time()),
+    )
+    return [(int(tag), DataElement(tag, vr, value)) for (tag, vr), value in zip(_BASE_TAGS, values)]
+
+
+# _base_elements' attributes in the order of its values: (tag, dictionary VR).
+_BASE_TAGS = tuple(
+    (Tag(keyword), dictionary_VR(Tag(keyword)))
+    for keyword in (
+        "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "AccessionNumber",
+        "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName", "SeriesInstanceUID", "SOPInstanceUID",
+        "InstanceNumber", "InstanceCreationDate", "InstanceCreationTime", "ContentDate", "ContentTime",
+    )
+)
+
+
+def _first(item: tuple[int, object]) -> int:
+    return item[0]
 
 
 def _evidence_of_one_study(evidence: Sequence[Dataset], study_uid: str) -> bytes | None:
