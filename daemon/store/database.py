@@ -79,4 +79,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin_immediate(connection: Connection) -> None:
     read_only = connection.get_execution_options().get("neurolabel_read_only", False)
-    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    # On the DBAPI connection: SQLAlchemy's statement execution costs more CPU than BEGIN itself, once for
+    # every transaction of the daemon.
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    finally:
+        cursor.close()
