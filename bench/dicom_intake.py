@@ -1,6 +1,6 @@
 """Images/s received and written by neurolabel's DICOM listener against DCMTK's storescp, same files, same run.
 
-    python bench/dicom_intake.py [--objects 200] [--rounds 3] [--parallel 4] [--json results.json]
+    python bench/dicom_intake.py [--objects 200] [--rounds 3] [--parallel 4] [--split-receivers N] [--json results.json]
 
 Both receivers run as their own process on loopback and are fed by DCMTK's storescu (TCP_NODELAY=1):
 `storescp --fork` writing each object to a file, and neurolabel's listener alone (`serve` below: the DICOM
@@ -33,8 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -104,15 +104,15 @@ def make_objects(folder: Path, count: int, pixels: int, parts: int) -> list[Path
     return dirs
 
 
-def send(port: int, parts: Sequence[Path]) -> float:
-    """Run one storescu per folder at once; seconds until all have finished."""
+def send(ports: Sequence[int], parts: Sequence[Path]) -> float:
+    """Run one storescu per folder at once, the folders dealt out over `ports`; seconds until all have finished."""
     env = {**os.environ, **DCMTK_ENV}
     storescu = dcmtk_tool("storescu")
     started = time.perf_counter()
     processes = [
-        subprocess.Popen([storescu, "-aec", AE_TITLE, "+sd", "127.0.0.1", str(port), str(part)], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for part in parts
+        subprocess.Popen([storescu, "-aec", AE_TITLE, "+sd", "127.0.0.1", str(ports[number % len(ports)]), str(part)],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for number, part in enumerate(parts)
     ]
     failures = [process.stderr.read().decode() for process in processes if process.wait() != 0]  # type: ignore[union-attr]
     elapsed = time.perf_counter() - started
@@ -135,22 +135,25 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
 
 
 @contextmanager
-def storescp(state: Path, port: int, max_pdu: int) -> Iterator[None]:
-    """storescp as DCMTK ships it (it announces 16 KiB PDUs; `max_pdu` is neurolabel's)."""
+def storescp(state: Path, max_pdu: int) -> Iterator[list[int]]:
+    """storescp as DCMTK ships it (it announces 16 KiB PDUs; `max_pdu` is neurolabel's). Yields its port."""
+    port = free_port()
     out = state / "storescp"
     out.mkdir()
     process = subprocess.Popen([dcmtk_tool("storescp"), "--fork", "-aet", AE_TITLE, "-od", str(out), "-uf", str(port)],
                                env={**os.environ, **DCMTK_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_listening(port, process)
-        yield
+        yield [port]
     finally:
         process.terminate()
         process.wait(10)
 
 
 @contextmanager
-def neurolabel(state: Path, port: int, max_pdu: int) -> Iterator[None]:
+def neurolabel(state: Path, max_pdu: int) -> Iterator[list[int]]:
+    """neurolabel's DICOM listener alone, as `neurolabel run` starts it. Yields its port."""
+    port = free_port()
     config = state / "neurolabel.toml"
     config.write_text(
         f'[daemon]\nstate_dir = "{state}"\nlog_level = "WARNING"\n'
@@ -161,10 +164,28 @@ def neurolabel(state: Path, port: int, max_pdu: int) -> Iterator[None]:
     process = subprocess.Popen([sys.executable, __file__, "serve", str(config)], cwd=REPO_ROOT)
     try:
         wait_listening(port, process)
-        yield
+        yield [port]
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+
+
+def split_neurolabel(processes: int) -> Callable[[Path, int], AbstractContextManager[list[int]]]:
+    """`processes` independent neurolabel listeners, each with its own database and folder, the associations
+    dealt out over them: what no shared index or GIL could cost a listener spread over that many processes
+    (an upper bound for one, not a configuration neurolabel offers)."""
+
+    @contextmanager
+    def receivers(state: Path, max_pdu: int) -> Iterator[list[int]]:
+        with ExitStack() as stack:
+            ports: list[int] = []
+            for number in range(processes):
+                folder = state / f"listener{number}"
+                folder.mkdir()
+                ports += stack.enter_context(neurolabel(folder, max_pdu))
+            yield ports
+
+    return receivers
 
 
 def serve(config_path: str) -> None:
@@ -195,7 +216,8 @@ def fsync_probe(folder: Path, size: int = 512 * 1024, count: int = 30) -> float:
     return statistics.median(times)
 
 
-RECEIVERS = {"storescp": storescp, "neurolabel": neurolabel}
+Receiver = Callable[[Path, int], AbstractContextManager[list[int]]]
+RECEIVERS: dict[str, Receiver] = {"storescp": storescp, "neurolabel": neurolabel}
 
 
 def objects_for(scenario: Scenario, objects: int, work: Path) -> list[Path]:
@@ -205,24 +227,25 @@ def objects_for(scenario: Scenario, objects: int, work: Path) -> list[Path]:
     return sorted(source.iterdir())
 
 
-def measure(name: str, parts: list[Path], objects: int, work: Path, max_pdu: int) -> float:
+def measure(name: str, parts: list[Path], objects: int, work: Path, max_pdu: int,
+            receivers: dict[str, Receiver] = RECEIVERS) -> float:
     """Objects/s of one fresh receiver for one transfer."""
     state = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
-    port = free_port()
     try:
-        with RECEIVERS[name](state, port, max_pdu):
-            return objects / send(port, parts)
+        with receivers[name](state, max_pdu) as ports:
+            return objects / send(ports, parts)
     finally:
         shutil.rmtree(state, ignore_errors=True)
 
 
-def run_scenario(scenario: Scenario, objects: int, rounds: int, work: Path, max_pdu: int) -> list[Result]:
-    """Both receivers, alternating which goes first in each round."""
+def run_scenario(scenario: Scenario, objects: int, rounds: int, work: Path, max_pdu: int,
+                 receivers: dict[str, Receiver] = RECEIVERS) -> list[Result]:
+    """Every receiver, alternating which goes first in each round."""
     parts = objects_for(scenario, objects, work)
-    rates: dict[str, list[float]] = {name: [] for name in RECEIVERS}
+    rates: dict[str, list[float]] = {name: [] for name in receivers}
     for number in range(rounds):
-        for name in list(RECEIVERS) if number % 2 == 0 else list(reversed(RECEIVERS)):
-            rates[name].append(measure(name, parts, objects, work, max_pdu))
+        for name in list(receivers) if number % 2 == 0 else list(reversed(receivers)):
+            rates[name].append(measure(name, parts, objects, work, max_pdu, receivers))
             print(f"  {scenario.name} round {number + 1} {name:10s} {rates[name][-1]:8.1f} objects/s", flush=True)
     return [Result(scenario.name, name, objects, values) for name, values in rates.items()]
 
@@ -346,6 +369,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="also measure neurolabel while the bundled Triton classifies reports flat out")
     parser.add_argument("--labelling-priority", choices=("normal", "low", "idle"),
                         help="[triton] cpu_priority of that Triton (default: the shipped default)")
+    parser.add_argument("--split-receivers", type=int, metavar="N",
+                        help="also measure, in the parallel scenarios, N independent neurolabel listeners with "
+                             "the associations dealt out over them (an upper bound for a listener spread over N "
+                             "processes)")
     args = parser.parse_args(argv)
 
     scenarios = [Scenario("mr-0.5MB-1assoc", 512, 1), Scenario(f"mr-0.5MB-{args.parallel}assoc", 512, args.parallel)]
@@ -358,8 +385,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"write+fsync of 0.5 MB: {probe:.2f} ms (median)", flush=True)
     results: list[Result] = []
+    split = f"neurolabel x{args.split_receivers}" if args.split_receivers else None
     for scenario in scenarios:
-        results += run_scenario(scenario, args.objects, args.rounds, work, args.max_pdu)
+        receivers = RECEIVERS
+        if split is not None and scenario.associations > 1:
+            receivers = {**RECEIVERS, split: split_neurolabel(args.split_receivers)}
+        results += run_scenario(scenario, args.objects, args.rounds, work, args.max_pdu, receivers)
     loaded: list[Result] = []
     if args.labelling_load:
         load = Labelling(args.labelling_priority)
@@ -378,6 +409,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "neurolabel": round(statistics.median(ours), 1), "ratio": round(paired, 3),
                         "ratio_range": [round(min(m / o for m, o in zip(ours, theirs)), 3),
                                         round(max(m / o for m, o in zip(ours, theirs)), 3)]})
+        if split is not None and split in by_receiver:
+            theirs_split = by_receiver[split].rates
+            ratios = [mine / other for mine, other in zip(theirs_split, theirs)]
+            summary.append({"scenario": f"{scenario.name}, {split}", "storescp": round(statistics.median(theirs), 1),
+                            "neurolabel": round(statistics.median(theirs_split), 1),
+                            "ratio": round(statistics.median(ratios), 3),
+                            "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]})
     print("\n| scenario | storescp objects/s | neurolabel objects/s | ratio (median of rounds) | range |")
     print("|---|---|---|---|---|")
     for row in summary:
