@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from daemon.audit import trail
 from daemon.audit.file_sink import AuditFile, file_entry
-from daemon.store.database import open_database
+from daemon.store.database import Database, open_database
 from daemon.store.migrate import upgrade_to_head
+from daemon.store.schema import audit_events
 
 
 def test_rows_are_copied_once_without_personal_identifiers(tmp_path: Path) -> None:
@@ -57,3 +61,22 @@ def test_file_entry_is_pure_and_drops_personal_keys() -> None:
            "identifiers": {"patient_id": "X", "study_instance_uid": "1.2"}, "duration_ms": None, "detail": None}
     assert file_entry(row) == {"id": 7, "at": "2026-01-01T00:00:00.000+00:00", "kind": "k", "outcome": "success",
                                "identifiers": {"study_instance_uid": "1.2"}}
+
+
+def test_lines_are_those_of_the_rows_sqlalchemy_reads(database: Database, tmp_path: Path) -> None:
+    """The sink reads with a driver statement: each line is what file_entry makes of SQLAlchemy's row."""
+    at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)  # settled (PostgreSQL copies settled rows)
+    with database.begin() as c:
+        c.execute(audit_events.insert(), [
+            {"at": at, "kind": "hl7.message", "outcome": "success", "actor": "RIS@127.0.0.1",
+             "identifiers": {"control_id": "M1", "patient_id": "P-SECRET", "nested": {"a": [1, 2.5, None]}},
+             "duration_ms": 1.25, "detail": "caf\u00e9 \u2713"},
+            {"at": at + dt.timedelta(microseconds=1500), "kind": "labels.written", "outcome": "failure",
+             "actor": None, "identifiers": {}, "duration_ms": None, "detail": None},
+        ])
+    sink = AuditFile(tmp_path / "audit.jsonl")
+    assert sink.copy_new_rows(database, batch=1) == 2  # two reads of one row each
+    with database.connect() as c:
+        rows = c.execute(sa.select(audit_events).order_by(audit_events.c.id)).mappings().all()
+    expected = [json.dumps(file_entry(row), default=str, ensure_ascii=False) for row in rows]
+    assert (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines() == expected
