@@ -202,8 +202,9 @@ def encode_document(
         references.PredecessorDocumentsSequence = _predecessors(previous_versions)
     for element in references:
         elements[int(element.tag)] = element
+    present = set(map(int, first.keys()))  # ints: a BaseTag's `in` compares in Python (~100 a document)
     for tag in parts.copied_tags(str(first.SOPClassUID)):
-        if tag in first:
+        if int(tag) in present:
             elements[int(tag)] = first[tag]
     acquisition = parts.acquisition_item(first, template.encodings)
     before, after = template.highdicom_item

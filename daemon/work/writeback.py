@@ -556,8 +556,9 @@ def _evidence(dataset: Dataset, *, full: bool) -> Dataset:
     if full:
         # Elements not decoded yet are copied as read (the SR needs a few of them; decoding all cost ~1 ms), and
         # into the new dataset's mapping at once (setting them one by one costs ~0.5 ms for a real instance).
+        # Compared as ints: BaseTag's `<`, `group` and `is_private` run in Python (private: an odd group).
         return Dataset(
-            {tag: dataset.get_item(tag) for tag in dataset.keys() if tag.group < 0x7FE0 and not tag.is_private}
+            {tag: dataset.get_item(tag) for tag in dataset.keys() if int(tag) < 0x7FE00000 and not tag & 0x10000}
         )
     result = Dataset()
     for keyword in _EVIDENCE_KEYWORDS:
