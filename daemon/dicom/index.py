@@ -46,7 +46,8 @@ _TAGS = {
     "SeriesNumber": 0x00200011,
     "InstanceNumber": 0x00200013,
 }
-_WANTED = frozenset({_SPECIFIC_CHARACTER_SET, *_TAGS.values()})
+# The tags whose raw values make a Header.
+INDEXED_TAGS = frozenset({_SPECIFIC_CHARACTER_SET, *_TAGS.values()})
 _PERSON_NAMES = frozenset({"PatientName", "ReferringPhysicianName"})
 _DELIMITERS = {0x5C}
 _PN_DELIMITERS = {0x5C, 0x3D, 0x5E}
@@ -145,10 +146,15 @@ def read_header(data: bytes | memoryview, transfer_syntax_uid: str) -> Header:
     try:
         for element in data_element_generator(BytesIO(data), is_implicit, is_little, stop_when=_after_indexed_tags):
             tag = int(element.tag)
-            if tag in _WANTED and isinstance(element.value, bytes):
+            if tag in INDEXED_TAGS and isinstance(element.value, bytes):
                 values[tag] = element.value
     except Exception as exc:  # pydicom raises many types on garbage; all mean "cannot understand"
         raise MalformedDataset(f"cannot decode data set header: {type(exc).__name__}") from None
+    return header_of(values)
+
+
+def header_of(values: Mapping[int, bytes]) -> Header:
+    """The Header of these raw values (by tag; those of INDEXED_TAGS are read)."""
     return Header(values, tuple(_encodings(values.get(_SPECIFIC_CHARACTER_SET))))
 
 

@@ -36,7 +36,7 @@ from daemon.config import Config
 from daemon.audit.trail import AuditEvent
 from daemon.dicom.committer import IndexCommitter, Outcome, StoreRequest
 from daemon.dicom.filemeta import FileMeta, encode_file_header
-from daemon.dicom.index import IndexRecord, MalformedDataset, index_record, read_header
+from daemon.dicom.index import INDEXED_TAGS, IndexRecord, MalformedDataset, header_of, index_record, read_header
 from daemon.dicom.index_store import IndexChanges, Receipt
 from daemon.dicom.recovery import recover_unsynced
 from daemon.dicom.reactor import PROTOCOL_ERROR, acceptor_server_class
@@ -226,13 +226,14 @@ class StoreIntake:
         view = request.DataSet.getbuffer()
         try:
             try:
+                # One walk checks the structure and reads the header; pydicom reads a deflated one's.
+                values = check_data_set(view, transfer_syntax, collect=INDEXED_TAGS)
                 record = index_record(
-                    read_header(view, transfer_syntax),
+                    header_of(values) if values is not None else read_header(view, transfer_syntax),
                     sop_class_uid=str(request.AffectedSOPClassUID or ""),
                     sop_instance_uid=sop_instance,
                     transfer_syntax_uid=transfer_syntax,
                 )
-                check_data_set(view, transfer_syntax)
             except MalformedDataset as exc:
                 return self._refuse(assoc, actor, sop_instance, StoreStatus.CANNOT_UNDERSTAND, str(exc), started)
             header = encode_file_header(FileMeta(

@@ -5,7 +5,8 @@ its header, or with an element whose length runs past the end, would be stored a
 fail later when written back. `check_structure` walks the element headers of the whole data set -
 tag, VR, length - without decoding or copying a value, follows sequences and encapsulated pixel data of
 undefined length to their delimiters, and raises `Malformed` naming what does not fit. Deflated data
-sets are not walked (their length says nothing until inflated).
+sets are not walked (their length says nothing until inflated). The same walk hands back the raw values of
+the top-level elements the caller asks for (the index's header: one pass over the data set, not two).
 """
 
 from __future__ import annotations
@@ -33,24 +34,34 @@ class Malformed(MalformedDataset):
     """The data set's structure does not hold; the message names the element, never a value."""
 
 
-def check_data_set(data: bytes | memoryview, transfer_syntax_uid: str) -> None:
-    """check_structure in the encoding of `transfer_syntax_uid` (deflated data sets are not walked)."""
+def check_data_set(
+    data: bytes | memoryview, transfer_syntax_uid: str, collect: frozenset[int] = frozenset()
+) -> dict[int, bytes] | None:
+    """check_structure in the encoding of `transfer_syntax_uid`; None, unchecked, for a deflated data set (or an
+    unknown transfer syntax)."""
     syntax = UID(transfer_syntax_uid)
     if syntax == DeflatedExplicitVRLittleEndian or not syntax.is_transfer_syntax:
-        return
-    check_structure(data, implicit_vr=bool(syntax.is_implicit_VR), little_endian=bool(syntax.is_little_endian))
+        return None
+    return check_structure(data, implicit_vr=bool(syntax.is_implicit_VR), little_endian=bool(syntax.is_little_endian),
+                           collect=collect)
 
 
-def check_structure(data: bytes | memoryview, *, implicit_vr: bool, little_endian: bool) -> None:
-    """Raise Malformed unless `data` is a sequence of elements that ends where the data ends."""
+def check_structure(
+    data: bytes | memoryview, *, implicit_vr: bool, little_endian: bool, collect: frozenset[int] = frozenset()
+) -> dict[int, bytes]:
+    """Raise Malformed unless `data` is a sequence of elements that ends where the data ends. Returns the raw
+    values of the top-level elements of `collect` (tags as ints) that it holds, not empty, with a defined length."""
     view = memoryview(data).cast("B")
-    walker = _Walker(view, little_endian)
+    walker = _Walker(view, little_endian, collect)
     walker.elements(0, len(view), implicit_vr, depth=0, stop_at=None)
+    return walker.values
 
 
 class _Walker:
-    def __init__(self, view: memoryview, little_endian: bool) -> None:
+    def __init__(self, view: memoryview, little_endian: bool, collect: frozenset[int]) -> None:
         self.view = view
+        self.collect = collect
+        self.values: dict[int, bytes] = {}
         order = "<" if little_endian else ">"
         self.tag = struct.Struct(order + "HH")
         self.short = struct.Struct(order + "H")
@@ -70,6 +81,8 @@ class _Walker:
                 if length > end - offset:
                     raise Malformed(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) of {length} bytes runs "
                                     f"{length - (end - offset)} bytes past the end")
+                if length and depth == 0 and tag in self.collect and vr != b"SQ":
+                    self.values[tag] = bytes(self.view[offset : offset + length])
                 offset += length
             elif tag == PIXEL_DATA and vr != b"SQ":
                 offset = self.fragments(offset, end)

@@ -1,4 +1,5 @@
-"""Data set structure: whole data sets of every kind pass; cut, lying or unterminated ones are Malformed."""
+"""Data set structure: whole data sets of every kind pass; cut, lying or unterminated ones are Malformed; the walk
+reads the index's header as pydicom does."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from pydicom.data import get_testdata_file
 from pynetdicom.dsutils import encode
 
-from daemon.dicom.structure import MAX_DEPTH, Malformed, check_structure
+from daemon.dicom.index import INDEXED_TAGS, header_of, read_header
+from daemon.dicom.structure import MAX_DEPTH, Malformed, check_data_set, check_structure
 
 SAMPLES = ["MR_small.dcm", "CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "test-SR.dcm", "rtdose.dcm",
            "SC_rgb_rle_2frame.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm"]
@@ -27,6 +29,34 @@ def encoded(name: str) -> tuple[bytes, bool, bool]:
 def test_whole_data_sets_pass(name: str) -> None:
     data, implicit, little = encoded(name)
     check_structure(data, implicit_vr=implicit, little_endian=little)
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_the_walk_reads_the_header_pydicom_reads(name: str) -> None:
+    dataset = pydicom.dcmread(str(get_testdata_file(name)))
+    syntax = dataset.file_meta.TransferSyntaxUID
+    data, _, _ = encoded(name)
+    values = check_data_set(data, syntax, collect=INDEXED_TAGS)
+    assert values is not None
+    # (pydicom reads an empty value as b"" or None depending on the VR encoding; the index takes both as absent)
+    read = read_header(data, syntax)
+    assert header_of(values) == header_of({tag: value for tag, value in read.values.items() if value})
+    assert values  # every sample has some of them (a walk that collected nothing would also "agree" with nothing)
+    # Only what was asked for, and only from the top level (SR content items hold many of these tags too).
+    assert check_data_set(data, syntax) == {}
+    assert set(values) <= INDEXED_TAGS
+
+
+def test_values_inside_sequences_are_not_taken_for_the_data_set_s() -> None:
+    dataset = pydicom.Dataset()
+    dataset.PatientID = "TOP"
+    item = pydicom.Dataset()
+    item.PatientID = "NESTED"
+    item.StudyInstanceUID = "1.2.3"
+    dataset.OtherPatientIDsSequence = [item]
+    data = encode(dataset, False, True)
+    assert data is not None
+    assert check_structure(data, implicit_vr=False, little_endian=True, collect=INDEXED_TAGS) == {0x00100020: b"TOP "}
 
 
 @pytest.mark.parametrize("name", SAMPLES)
