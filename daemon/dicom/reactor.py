@@ -17,6 +17,8 @@ classes and change only how the threads wait and how a P-DATA-TF PDU is read:
 - a P-DATA-TF PDU is read with one recv_into() into a buffer of its length,
   and its presentation data values are handed on as memoryviews, not copies
   (EVT_PDU_RECV and EVT_DATA_RECV are not triggered for P-DATA-TF PDUs);
+  during data transfer they go to DIMSE at once, as the state machine's
+  DT-2 would, without its queues;
 - a C-STORE request whose command set comes in one fragment is decoded
   directly (a handful of known elements read with struct), not through
   pydicom; anything else goes through pynetdicom;
@@ -180,6 +182,10 @@ class EventDrivenSocket(AssociationSocket):
         return buffer
 
 
+class _PeerError(Exception):
+    """What the peer sent cannot be processed: the association is aborted and the reason audited."""
+
+
 class EventDrivenDUL(DULServiceProvider):
     """The upper layer, waiting in select() on its socket and a wake-up pipe instead of sleeping."""
 
@@ -232,6 +238,10 @@ class EventDrivenDUL(DULServiceProvider):
                     pass
                 elif self._is_transport_event():
                     self._idle_timer.restart()
+            except _PeerError as exc:
+                self._note_protocol_error(str(exc))
+                self._abort_now()
+                return
             except Exception:
                 log.exception("upper layer failed; aborting the association")
                 self._abort_now()
@@ -345,11 +355,18 @@ class EventDrivenDUL(DULServiceProvider):
             return
         if pdu_type == _P_DATA_TF:
             try:
-                received: Any = _ReceivedPData(decode_p_data(body))
+                primitive = decode_p_data(body)
             except ValueError as exc:
                 self._protocol_error(f"invalid P-DATA-TF PDU: {exc}")
                 return
-            self._recv_pdu.put(received)
+            if self._can_transfer_directly():
+                # DT-2 (Sta6 + Evt10 -> Sta6), without the state machine's queues and dispatch
+                try:
+                    self.assoc.dimse.receive_primitive(primitive)
+                except Exception as exc:  # what pynetdicom cannot decode (e.g. a garbage command set)
+                    raise _PeerError(f"cannot process Evt10 ({type(exc).__name__})") from exc
+                return
+            self._recv_pdu.put(_ReceivedPData(primitive))
             self.event_queue.put("Evt10")
             return
         if pdu_type == _A_ASSOCIATE_RQ and body[:2] != _PROTOCOL_VERSION:
@@ -362,6 +379,16 @@ class EventDrivenDUL(DULServiceProvider):
             return
         self._recv_pdu.put(pdu)
         self.event_queue.put(event)
+
+    def _can_transfer_directly(self) -> bool:
+        """Whether a P-DATA-TF may go to DIMSE at once: data transfer (Sta6), nothing queued before it, and no
+        EVT_FSM_TRANSITION handler that would miss the transition."""
+        return (
+            self.state_machine.current_state == "Sta6"
+            and not self.event_queue.queue
+            and not self._recv_pdu.queue
+            and not self.assoc.get_handlers(evt.EVT_FSM_TRANSITION)
+        )
 
     def _protocol_error(self, reason: str) -> None:
         """The peer broke the upper layer protocol: note why, and let the state machine abort (Evt19)."""
