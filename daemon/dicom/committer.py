@@ -58,7 +58,7 @@ from daemon.dicom.index_store import (
     record_instances,
 )
 from daemon.dicom.storage import IncomingFile, Storage, sync_directories
-from daemon.store.database import Database
+from daemon.store.database import Database, DedicatedWriter
 from daemon.store.driver import DriverStatement, cursor_of
 from daemon.store.schema import dicom_unsynced, instances
 
@@ -238,6 +238,8 @@ class IndexCommitter:
         idle_clear_seconds: float = IDLE_CLEAR_SECONDS,
     ) -> None:
         self._database = database
+        # The committer thread's own connection (daemon/store/database.py), open while the thread runs.
+        self._writer: DedicatedWriter | None = None
         self._storage = storage
         self._policy = duplicate_policy
         self._on_commit = on_commit
@@ -292,6 +294,13 @@ class IndexCommitter:
                 self._queue.put(note)
 
     def _run(self) -> None:
+        self._writer = self._database.dedicated_writer()
+        try:
+            self._serve()
+        finally:
+            self._writer.close()
+
+    def _serve(self) -> None:
         finished = False
         while not finished:
             try:
@@ -324,8 +333,9 @@ class IndexCommitter:
         """Clear the `dicom_unsynced` mark once the fsyncs it covers are done (idle, or at the stop)."""
         if not self._marked():
             return
+        assert self._writer is not None
         try:
-            with self._database.begin() as connection:
+            with self._writer.begin() as connection:
                 cursor = cursor_of(connection)
                 self._statements.clear_unsynced.execute(cursor, {})
                 cursor.close()
@@ -371,8 +381,9 @@ class IndexCommitter:
         unsynced: list[tuple[StoreRequest, Path]] = []
         folders: set[Path] = set()
         synced: Future[None] | None = None
+        assert self._writer is not None
         try:
-            with self._database.begin() as connection:
+            with self._writer.begin() as connection:
                 sql = IndexCursor.of(connection, self._statements.index)
                 existing = find_instances(sql, (r.receipt.record.sop_instance_uid for r in requests))
                 missing = {uid for uid, row in existing.items() if not self._storage.absolute(row.path).exists()}

@@ -32,6 +32,10 @@ class Database:
         with self.engine.begin() as connection:
             yield connection
 
+    def dedicated_writer(self) -> DedicatedWriter:
+        """A connection of its own for one thread's many short write transactions (see DedicatedWriter)."""
+        return DedicatedWriter(self.engine)
+
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """A connection for reads (a deferred transaction, which blocks no writer)."""
@@ -41,6 +45,40 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class DedicatedWriter:
+    """One thread's write transactions on a connection it keeps between them.
+
+    `Database.begin()` checks a connection out of the pool and back in (with the pool's reset) for every
+    transaction: ~0.13 ms of CPU, as much as a small transaction's statements. The DICOM index committer
+    commits a few instances at a time, hundreds of times a second, so it keeps its connection. A transaction
+    that fails drops the connection: a broken one is never used again. One thread uses it.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._connection: Connection | None = None
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A transaction, committed on normal exit and rolled back on error, as `Database.begin()`'s."""
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        try:
+            with self._connection.begin():
+                yield self._connection
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - a broken connection: the pool discards it
+                pass
 
 
 def open_database(url: str, *, echo: bool = False) -> Database:

@@ -242,6 +242,12 @@ class _FailingDatabase:
         self._database = database
         self.engine = database.engine
 
+    def dedicated_writer(self) -> _FailingDatabase:
+        return self
+
+    def close(self) -> None:
+        pass
+
     @contextlib.contextmanager
     def begin(self) -> Iterator[sa.Connection]:
         with self._database.engine.connect() as connection:
