@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import urllib.request
 
@@ -36,6 +37,20 @@ async def test_serve_returns_when_shutdown_is_set(test_config: Config) -> None:
     await asyncio.sleep(0)
     shutdown.set()
     await asyncio.wait_for(task, timeout=30)
+
+
+async def test_serve_can_freeze_the_start_up_objects(test_config: Config) -> None:
+    assert gc.get_freeze_count() == 0
+    shutdown = asyncio.Event()
+    task = asyncio.create_task(serve(test_config, shutdown, freeze_start_up_objects=True))
+    try:
+        async with asyncio.timeout(30):
+            while gc.get_freeze_count() == 0:
+                await asyncio.sleep(0.01)
+    finally:
+        shutdown.set()
+        await asyncio.wait_for(task, timeout=30)
+        gc.unfreeze()
 
 
 def _get_json(url: str) -> dict:
