@@ -14,8 +14,10 @@ process over loopback:
    its next message once the ACK of the last is back. The rate is reports / (last write-back finished -
    first message received), both from the database; the times at which the last prediction, the last
    labels row and the last write-back were committed show which stage is the slowest. For comparison the
-   classifier's own rate is measured first on the same Triton (TritonClassifier, the worker's request
-   size and concurrency, the same texts).
+   classifier's own rate is measured on the same Triton just before and just after (TritonClassifier, the
+   worker's request size and concurrency, 1,000 of the same texts); `pipeline_vs_classifier` is the
+   pipeline's rate over the mean of the two. Pinned, `cpu_busy_while_labelling` gives the share of its CPUs
+   each side kept busy: the one near 1 is the bottleneck.
 2. latency: a fresh daemon forwarding to Orthanc (Debian package `orthanc`); `--latency-reports` studies
    stored, then their reports sent at `--rate` per second; latency = the forward job's completion (Orthanc
    answered the C-STORE of the SR with success) - the message's receipt. Orthanc is asked afterwards how
@@ -358,11 +360,12 @@ def throughput(work: Path, n: int, connections: int, triton_cpus: int = 0) -> di
         assert daemon.database is not None
         pinning = daemon.pin(triton_cpus) if triton_cpus else None
         store_seconds = store_studies(daemon, work / "studies", n)
+        reference_texts = texts[: min(n, 1000)]
         triton_before = daemon.cpu_split()[2]
-        reference = asyncio.run(classifier_rate(daemon, texts[: min(n, 1000)]))
+        before = asyncio.run(classifier_rate(daemon, reference_texts))
         # Triton's CPU per report alone (with the warm-up call): how busy the classifier keeps its CPUs by itself.
-        reference["triton_cpu_ms_per_report"] = round(
-            1000 * (daemon.cpu_split()[2] - triton_before) / reference["reports"], 1
+        before["triton_cpu_ms_per_report"] = round(
+            1000 * (daemon.cpu_split()[2] - triton_before) / before["reports"], 1
         )
         messages = [oru(f"T{i:06d}", accession, patient, text) for i, ((_, accession, patient), text) in
                     enumerate(zip(studies, texts))]
@@ -372,14 +375,25 @@ def throughput(work: Path, n: int, connections: int, triton_cpus: int = 0) -> di
         sent_seconds = time.perf_counter() - started
         done = sa.select(sa.func.count()).select_from(writebacks)
         wait_until("every study written back", lambda: count(daemon.database, done) >= n, timeout=7200, every=2.0)
-        own, own_system, children = (after - before for after, before in zip(daemon.cpu_split(), cpu_before))
+        own, own_system, children = (end - start for end, start in zip(daemon.cpu_split(), cpu_before))
         times = stage_times(daemon.database)
         failed = count(daemon.database, sa.select(sa.func.count()).select_from(jobs).where(jobs.c.state == "failed"))
+        # The classifier alone once more, right after: the machine's speed drifts over the minutes in between,
+        # and the pipeline is compared with the mean of both.
+        after = asyncio.run(classifier_rate(daemon, reference_texts))
     finally:
         daemon.stop()
     first = times["first_received"]
     span = {stage: round((moment - first).total_seconds(), 1) for stage, moment in times.items()}
     seconds = span["last_writeback"]
+    classifier = (before["reports_per_s"] + after["reports_per_s"]) / 2
+    rate = n / seconds
+    busy = None
+    if pinning is not None:
+        # Of the CPUs each side was pinned to, the share it kept busy from first receipt to last write-back
+        # (the HL7 sending and the waits of this process also run on the daemon's side).
+        busy = {"triton": round(children / (seconds * len(pinning["triton_cpus"])), 2),
+                "daemon": round(own / (seconds * len(pinning["daemon_cpus"])), 2)}
     return {
         "reports": n,
         "pinning": pinning or "none: Triton and the daemon share every CPU",
@@ -387,11 +401,13 @@ def throughput(work: Path, n: int, connections: int, triton_cpus: int = 0) -> di
         "hl7_sent_in_s": round(sent_seconds, 1),
         "ack_p50_ms": round(1000 * percentile(ack, 0.5), 1),
         "seconds_from_first_receipt": span,
-        "reports_per_s": round(n / seconds, 1),
+        "reports_per_s": round(rate, 1),
         "stage_rates_per_s": {
             stage: round(n / max(s, 1e-9), 1) for stage, s in span.items() if stage != "first_received"
         },
-        "classifier_alone": reference,
+        "classifier_alone": {"before": before, "after": after, "reports_per_s": round(classifier, 1)},
+        "pipeline_vs_classifier": round(rate / classifier, 3),
+        "cpu_busy_while_labelling": busy or "not pinned",
         "daemon_cpu_seconds": round(own + children, 1),
         # Where it went, per report: the daemon's own process (intake, linking, write-back: Python) and
         # Triton's processes (the classifier).
