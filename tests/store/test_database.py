@@ -45,3 +45,15 @@ def test_a_dedicated_writer_keeps_its_connection_and_drops_it_after_a_failure(da
     with database.connect() as connection:
         ids = connection.execute(sa.select(patients.c.patient_id).order_by(patients.c.patient_id)).scalars().all()
     assert ids == ["P1", "P2", "P4"]
+
+
+def test_a_dedicated_writer_gives_an_idle_connection_back_to_the_pool(database: Database) -> None:
+    writer = database.dedicated_writer(idle_seconds=0.0)  # every connection counts as idle for long
+    try:
+        with writer.begin() as first:
+            pass
+        with writer.begin() as second:
+            assert second is not first
+            assert first.closed  # returned to the pool (whose checkout pings it on PostgreSQL)
+    finally:
+        writer.close()
