@@ -16,8 +16,10 @@ process over loopback:
    labels row and the last write-back were committed show which stage is the slowest. For comparison the
    classifier's own rate is measured on the same Triton just before and just after (TritonClassifier, the
    worker's request size and concurrency, 1,000 of the same texts); `pipeline_vs_classifier` is the
-   pipeline's rate over the mean of the two. Pinned, `cpu_busy_while_labelling` gives the share of its CPUs
-   each side kept busy: the one near 1 is the bottleneck.
+   pipeline's rate over the mean of the two, `steady_vs_classifier` the same for the rate between the 10th
+   and the 90th percentile of the write-backs' finishing times (without the run's start and tail). Pinned,
+   `cpu_busy_while_labelling` gives the share of its CPUs each side kept busy: the one near 1 is the
+   bottleneck.
 2. latency: a fresh daemon forwarding to Orthanc (Debian package `orthanc`); `--latency-reports` studies
    stored, then their reports sent at `--rate` per second; latency = the forward job's completion (Orthanc
    answered the C-STORE of the SR with success) - the message's receipt. Orthanc is asked afterwards how
@@ -334,6 +336,16 @@ async def send_reports(port: int, messages: Sequence[bytes], connections: int, r
     return latencies
 
 
+def steady_rate(database: Database) -> float:
+    """Write-backs a second between the 10th and the 90th percentile of their finishing times: the sustained
+    rate, without the run's start (until the first batch is classified) and its tail (the last write-backs)."""
+    with database.connect() as connection:
+        query = sa.select(writebacks.c.finished_at).order_by(writebacks.c.finished_at)
+        finished = connection.execute(query).scalars().all()
+    first, last = int(len(finished) * 0.1), int(len(finished) * 0.9)
+    return (last - first) / max((finished[last] - finished[first]).total_seconds(), 1e-9)
+
+
 def stage_times(database: Database) -> dict[str, dt.datetime]:
     with database.connect() as connection:
         def one(query: sa.Select[Any]) -> dt.datetime:
@@ -377,6 +389,7 @@ def throughput(work: Path, n: int, connections: int, triton_cpus: int = 0) -> di
         wait_until("every study written back", lambda: count(daemon.database, done) >= n, timeout=7200, every=2.0)
         own, own_system, children = (end - start for end, start in zip(daemon.cpu_split(), cpu_before))
         times = stage_times(daemon.database)
+        steady = steady_rate(daemon.database)
         failed = count(daemon.database, sa.select(sa.func.count()).select_from(jobs).where(jobs.c.state == "failed"))
         # The classifier alone once more, right after: the machine's speed drifts over the minutes in between,
         # and the pipeline is compared with the mean of both.
@@ -407,6 +420,9 @@ def throughput(work: Path, n: int, connections: int, triton_cpus: int = 0) -> di
         },
         "classifier_alone": {"before": before, "after": after, "reports_per_s": round(classifier, 1)},
         "pipeline_vs_classifier": round(rate / classifier, 3),
+        # Between the 10th and 90th percentile of the write-backs: without the run's start and tail.
+        "steady_reports_per_s": round(steady, 1),
+        "steady_vs_classifier": round(steady / classifier, 3),
         "cpu_busy_while_labelling": busy or "not pinned",
         "daemon_cpu_seconds": round(own + children, 1),
         # Where it went, per report: the daemon's own process (intake, linking, write-back: Python) and
