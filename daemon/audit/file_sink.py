@@ -98,7 +98,6 @@ class AuditFile:
             query, values = _NEW_SETTLED_ROWS, {**values, "settled": settled}
         while True:
             with database.connect() as connection:
-                connection.begin()  # a read transaction for the driver statement
                 rows = driver_cache.rows(connection, query, {**values, "after": self.watermark})
             if not rows:
                 return written

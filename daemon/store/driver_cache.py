@@ -8,7 +8,8 @@ back as named tuples with the selected columns' keys, each value converted by it
 processor, as `connection.execute(STATEMENT, values).all()` reads them; writes go through the columns' bind
 processors. Only for statements built once (module constants): the cache is keyed by the statement object.
 
-Call these inside a transaction (`Database.begin()`): the DBAPI cursor does not start SQLAlchemy's.
+On a connection outside a transaction they begin one first, as SQLAlchemy's own execution does (autobegin:
+the caller commits it, or closing the connection rolls it back): the DBAPI cursor would not.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class _Compiled:
 def rows(connection: Connection, statement: sa.Executable, values: Mapping[str, Any]) -> list[Any]:
     """Every row of the SELECT (or UPDATE … RETURNING) `statement` for `values`."""
     compiled = _compiled(connection, statement)
-    found = compiled.statement.fetchall(cursor_of(connection), compiled.values(values))
+    found = compiled.statement.fetchall(_cursor(connection), compiled.values(values))
     return [compiled.row(*row) for row in found]
 
 
@@ -58,7 +59,7 @@ def scalar(connection: Connection, statement: sa.Select[Any], values: Mapping[st
 def execute(connection: Connection, statement: sa.Executable, values: Mapping[str, Any]) -> int:
     """Run an UPDATE or DELETE (or an INSERT whose rows give `values`' keys); the rows it matched."""
     compiled = _compiled(connection, statement, tuple(values) if isinstance(statement, sa.Insert) else None)
-    return int(compiled.statement.execute(cursor_of(connection), compiled.values(values)).rowcount)
+    return int(compiled.statement.execute(_cursor(connection), compiled.values(values)).rowcount)
 
 
 def insert(connection: Connection, table: sa.Table, values: Mapping[str, Any]) -> int:
@@ -68,7 +69,14 @@ def insert(connection: Connection, table: sa.Table, values: Mapping[str, Any]) -
     found = cache.get((table, keys))
     if found is None:
         found = cache[(table, keys)] = DriverStatement.insert_returning_id(table, connection.dialect, keys)
-    return found.insert(cursor_of(connection), values)
+    return found.insert(_cursor(connection), values)
+
+
+def _cursor(connection: Connection) -> Any:
+    """A DBAPI cursor in the connection's transaction, begun here when there is none yet."""
+    if not connection.in_transaction():
+        connection.begin()
+    return cursor_of(connection)
 
 
 def _cache(connection: Connection) -> dict[Any, Any]:

@@ -265,27 +265,20 @@ def store_prediction(
         "model": prediction.model,
         "created_at": now,
     }
-    if connection.in_transaction():
-        # The classify worker's batch transaction: driver statements (daemon/store/driver_cache.py), the same
-        # rows without SQLAlchemy's per-execution work, for every report.
-        existing = driver_cache.first(connection, _EXISTING_PREDICTION, values)
-        if existing is not None:
-            return int(existing.id)
-        return driver_cache.insert(connection, predictions, values)
-    existing = connection.execute(_EXISTING_PREDICTION, values).first()
+    # Driver statements (daemon/store/driver_cache.py): the same rows without SQLAlchemy's per-execution work,
+    # for every report.
+    existing = driver_cache.first(connection, _EXISTING_PREDICTION, values)
     if existing is not None:
         return int(existing.id)
-    result = connection.execute(_INSERT_PREDICTION, values)
-    return int(result.inserted_primary_key[0])  # type: ignore[index]
+    return driver_cache.insert(connection, predictions, values)
 
 
-# store_prediction's statements, built once with bind parameters (not built and cache-keyed per report).
+# store_prediction's look-up, built once with bind parameters.
 _EXISTING_PREDICTION = (
     sa.select(predictions.c.id)
     .where(predictions.c.report_id == sa.bindparam("report_id"), predictions.c.model == sa.bindparam("model"))
     .order_by(predictions.c.id.desc())
 )
-_INSERT_PREDICTION = predictions.insert()
 
 
 def build_classify_handler(services: Services) -> BatchHandler | None:

@@ -165,7 +165,7 @@ async def test_a_job_run_twice_stores_one_prediction(services: Services) -> None
 
 
 def test_store_prediction_driver_rows_are_sqlalchemys(database: Database) -> None:
-    # In a transaction: driver statements; on a connection outside one: SQLAlchemy's execution.
+    # In a transaction, and on a connection outside one (which the driver statements begin).
     import datetime as dt
 
     from daemon.work.classify import store_prediction
