@@ -208,42 +208,41 @@ def claim(
     """Atomically move up to `limit` due pending jobs of `kinds` to running, leased to `worker` for `lease_seconds`."""
     now = utcnow()
     expires = now + dt.timedelta(seconds=lease_seconds)
+    if not kinds:
+        return []
     with database.begin() as connection:
-        if len(kinds) == 1:
-            # The runner's claims (one kind, for every job or batch): the same statements with one `kind` and
-            # one id parameter per job instead of expanding lists, run as driver statements (see `complete`).
-            due_one = _DUE_ONE_LOCKED if database.supports_skip_locked else _DUE_ONE
-            found = driver_cache.rows(connection, due_one, {"kind": kinds[0], "now": now, "limit": limit})
-            if not found:
-                return []
-            values: dict[str, Any] = {"worker": worker, "now": now, "expires": expires}
-            values.update((f"id_{index}", row.id) for index, row in enumerate(found))
-            rows = driver_cache.rows(connection, _take(len(found)), values)
-        else:
-            due = _DUE_LOCKED if database.supports_skip_locked else _DUE
-            ids = list(connection.execute(due, {"kinds": list(kinds), "now": now, "limit": limit}).scalars())
-            if not ids:
-                return []
-            rows = connection.execute(_TAKE, {"ids": ids, "worker": worker, "now": now, "expires": expires}).all()
+        # As driver statements (see `complete`): one parameter per kind and per job, not expanding lists.
+        due = _due(len(kinds), locked=database.supports_skip_locked)
+        found = driver_cache.rows(connection, due, {"now": now, "limit": limit, **_numbered("kind", kinds)})
+        if not found:
+            return []
+        values = {"worker": worker, "now": now, "expires": expires, **_numbered("id", [row.id for row in found])}
+        rows = driver_cache.rows(connection, _take(len(found)), values)
     return sorted((Job(r.id, r.kind, r.key, r.payload or {}, r.attempts, worker) for r in rows), key=lambda j: j.id)
 
 
-# claim's statements, built once (the runner claims for every batch; see _COMPLETE below).
-def _due(kinds: sa.ColumnElement[bool]) -> sa.Select[Any]:
-    """The ids of due pending jobs of `kinds`, oldest first, at most :limit."""
-    return (
+# claim's statements, built once per number of kinds or ids (driver_cache compiles each once: it keys on the
+# statement object).
+@functools.lru_cache(maxsize=64)
+def _due(kinds: int, *, locked: bool) -> sa.Select[Any]:
+    """The ids of due pending jobs of the kinds :kind_0 … (`kinds` of them), oldest first, at most :limit; with
+    `locked`, FOR UPDATE SKIP LOCKED."""
+    due = (
         sa.select(jobs.c.id)
-        .where(jobs.c.state == PENDING, kinds, jobs.c.not_before <= sa.bindparam("now"))
+        .where(jobs.c.state == PENDING, jobs.c.kind.in_(_parameters("kind", kinds, jobs.c.kind.type)),
+               jobs.c.not_before <= sa.bindparam("now"))
         .order_by(jobs.c.not_before, jobs.c.id)
         .limit(sa.bindparam("limit"))
     )
+    return due.with_for_update(skip_locked=True) if locked else due
 
 
-def _taking(ids: sa.ColumnElement[bool]) -> sa.Update:
-    """Those of the jobs `ids` that are still pending, now running and leased to :worker until :expires."""
+@functools.lru_cache(maxsize=256)
+def _take(count: int) -> sa.Update:
+    """Those of the jobs :id_0 … (`count` of them) still pending, now running and leased to :worker until :expires."""
     return (
         jobs.update()
-        .where(ids, jobs.c.state == PENDING)
+        .where(jobs.c.id.in_(_parameters("id", count, jobs.c.id.type)), jobs.c.state == PENDING)
         .values(
             state=RUNNING,
             claimed_by=sa.bindparam("worker"),
@@ -255,18 +254,12 @@ def _taking(ids: sa.ColumnElement[bool]) -> sa.Update:
     )
 
 
-_DUE = _due(jobs.c.kind.in_(sa.bindparam("kinds", expanding=True)))
-_DUE_LOCKED = _DUE.with_for_update(skip_locked=True)
-_TAKE = _taking(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
-# One kind, as driver statements (which take no expanding IN lists).
-_DUE_ONE = _due(jobs.c.kind == sa.bindparam("kind"))
-_DUE_ONE_LOCKED = _DUE_ONE.with_for_update(skip_locked=True)
+def _parameters(name: str, count: int, type_: Any) -> list[sa.BindParameter[Any]]:
+    return [sa.bindparam(f"{name}_{index}", type_=type_) for index in range(count)]
 
 
-@functools.lru_cache(maxsize=256)
-def _take(count: int) -> sa.Update:
-    """`_TAKE` for `count` ids given as id_0 … id_<count-1> (built once per count: driver_cache keys on the object)."""
-    return _taking(jobs.c.id.in_([sa.bindparam(f"id_{index}", type_=jobs.c.id.type) for index in range(count)]))
+def _numbered(name: str, values: Sequence[Any]) -> dict[str, Any]:
+    return {f"{name}_{index}": value for index, value in enumerate(values)}
 
 
 def _job_id(job: Job | int) -> int:

@@ -308,7 +308,7 @@ def _rows_without_ids(database: Database, kind: str) -> list[dict[str, object]]:
 
 
 def test_driver_claim_and_complete_write_the_rows_sqlalchemy_writes(database: Database) -> None:
-    # One kind: claim's driver statements; two kinds (one of them empty): its SQLAlchemy statements.
+    # Claims of one kind, and of two kinds of which one has no jobs.
     # Completing in a transaction, and on a connection outside one (which the driver statement begins).
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
     for kind in ("fast", "slow"):
