@@ -560,18 +560,15 @@ class _DirectResponses(DIMSEServiceProvider):
         store = self._store
         if store is not None:
             if data[0] & 1:  # a command fragment inside a data set: what pynetdicom would fail to decode
-                self._store = None
-                log.warning("command fragment inside a C-STORE data set; aborting the association")
-                self.dul.event_queue.put("Evt19")
+                self._abort("command fragment inside a C-STORE data set")
                 return
             store.data.write(data[1:])
             if data[0] & 2:
                 self._store = None
                 try:
                     request = store.to_primitive()
-                except Exception:  # a value the primitive refuses: what pynetdicom does with an invalid message
-                    log.exception("received an invalid C-STORE request; aborting the association")
-                    self.dul.event_queue.put("Evt19")
+                except Exception as exc:  # a value the primitive refuses: what pynetdicom does with an invalid message
+                    self._abort(f"invalid C-STORE request ({type(exc).__name__})")
                     return
                 self.msg_queue.put((store.context_id, request))
             return
@@ -581,6 +578,14 @@ class _DirectResponses(DIMSEServiceProvider):
                 self._store = _StoreAssembly(command, context_id)
                 return
         super().receive_primitive(primitive)
+
+    def _abort(self, reason: str) -> None:
+        """The peer broke the protocol: the upper layer notes why (logged and audited, no traceback) and aborts."""
+        self._store = None
+        if isinstance(self.dul, EventDrivenDUL):
+            self.dul._protocol_error(reason)
+        else:
+            self.dul.event_queue.put("Evt19")
 
     def _fast_path(self) -> bool:
         return not _config.STORE_RECV_CHUNKED_DATASET and not self.assoc.get_handlers(evt.EVT_DIMSE_RECV)
